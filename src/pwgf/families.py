@@ -11,9 +11,10 @@ Samples are returned as floating tensors so that a cost ``f`` can be differentia
 
 Categorical convention: ``torch.distributions`` normalizes ``probs`` by their row sums, so
 :math:`p_\theta = \theta / \sum_k \theta_k` and every gradient with respect to ``theta`` in this
-package (exact or estimated) is the gradient of that scale-invariant extension. At a valid
-``theta`` its rows sum to zero: it is the gradient along the simplex, with no component that would
-leave it.
+package (exact or estimated) is the gradient of that scale-invariant extension. By Euler's identity
+each row :math:`g` of it satisfies :math:`\sum_k \theta_k g_k = 0`, and along any direction :math:`v`
+inside the simplex (:math:`\sum_k v_k = 0`) it gives the same directional derivative as any other
+differentiable extension.
 """
 
 from __future__ import annotations

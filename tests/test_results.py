@@ -1,0 +1,44 @@
+"""Atomic result files and resumable sweeps."""
+
+import json
+
+import pytest
+
+from pwgf import results
+
+
+def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    results.atomic_write_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        results.atomic_write_json(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_sweep_resumes_without_recomputing(tmp_path):
+    calls = []
+
+    def run(config):
+        calls.append(config["x"])
+        if config["x"] == 2 and len(calls) == 3:
+            raise RuntimeError("interrupted")
+        return {"y": config["x"] ** 2}
+
+    configs = [{"x": x} for x in range(4)]
+    with pytest.raises(RuntimeError):
+        results.run_sweep(configs, run, tmp_path)
+    done = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert done == ["x=0.json", "x=1.json"]
+    records = results.run_sweep(configs, run, tmp_path)
+    assert calls == [0, 1, 2, 2, 3]
+    assert [r["result"]["y"] for r in records] == [0, 1, 4, 9]
+
+
+def test_duplicate_configs_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="distinct"):
+        results.run_sweep([{"x": 1}, {"x": 1}], lambda c: {}, tmp_path)
+
+
+def test_run_key_is_order_independent_and_path_safe():
+    assert results.run_key({"b": 2, "a": "x/y"}) == results.run_key({"a": "x/y", "b": 2}) == "a=x-y__b=2"
