@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = ["atomic_write_text", "atomic_write_json", "read_json", "run_key", "run_sweep"]
 
