@@ -93,7 +93,8 @@ def sample(family: str, theta: torch.Tensor, n: int, generator: torch.Generator 
         return dist.sample((n,)).to(theta.dtype)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # Seed only the CPU generator: torch.manual_seed would also initialise every accelerator backend.
+        torch.random.default_generator.manual_seed(seed)
         return dist.sample((n,)).to(theta.dtype)
 
 
@@ -132,7 +133,7 @@ def support(family: str, theta: torch.Tensor, *, tail: float = POISSON_TAIL, max
         values = torch.eye(theta.shape[1], dtype=theta.dtype)
     n_states = len(values) ** d
     if n_states > max_states:
-        raise ValueError(f"enumerating {family} with d={d} needs {n_states:.3g} states > max_states={max_states}")
+        raise ValueError(f"enumerating {family} with d={d} needs {len(values)}**{d} states > max_states={max_states}")
     axes = torch.meshgrid(*[torch.arange(len(values))] * d, indexing="ij")
     index = torch.stack(axes, dim=-1).reshape(n_states, d)
     return values[index].reshape((n_states, d) + values.shape[1:])
