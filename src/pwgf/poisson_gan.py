@@ -121,9 +121,11 @@ class Discriminator(nn.Module):
         self.register_buffer("loc", data.mean())
         self.register_buffer("scale", data.std().clamp_min(1e-3))
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        # Initialise in the data's dtype directly (not cast afterwards), so the weights do not depend
+        # on torch's global default dtype.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.net = nn.Sequential(nn.Linear(1, width), nn.Tanh(), nn.Linear(width, 1)).to(data.dtype)
+            torch.random.default_generator.manual_seed(seed)
+            self.net = nn.Sequential(nn.Linear(1, width, dtype=data.dtype), nn.Tanh(), nn.Linear(width, 1, dtype=data.dtype))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Logits ``[n]`` for samples ``z`` of shape ``[n, 1]``."""

@@ -137,7 +137,8 @@ def project_to_bernoulli(values: Any, weights: Any = None) -> tuple[float, float
     onto Bernoulli measures *rounds* every atom to the nearer of 0 and 1.
     """
     ys, w = _measure(values, weights, "values", "weights")
-    return float(np.sum(w[ys > 0.5])), float(np.sum(w[ys >= 0.5]))
+    # Weights sum to 1 only up to rounding: clip so that the masses are probabilities.
+    return float(np.clip(np.sum(w[ys > 0.5]), 0.0, 1.0)), float(np.clip(np.sum(w[ys >= 0.5]), 0.0, 1.0))
 
 
 def w2_squared_factorized(

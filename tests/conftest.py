@@ -1,0 +1,12 @@
+"""Test-wide settings: hypothesis draws are derandomized (seeded), so every run checks the same examples.
+
+Set HYPOTHESIS_PROFILE=explore to search fresh random examples instead.
+"""
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("seeded", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
