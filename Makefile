@@ -46,8 +46,8 @@ experiments: $(EXPERIMENTS:%=experiments/%.ipynb)
 experiments/%.ipynb: notebooks/%.md notebooks/params/%.book.yaml $(LIBRARY) $(STAMP)
 	@mkdir -p _build/papermill experiments
 	$(BIN)/jupytext --quiet --to ipynb --output _build/papermill/$*.ipynb $<
-	$(BIN)/papermill --cwd . -f notebooks/params/$*.book.yaml _build/papermill/$*.ipynb $@.tmp
-	@mv $@.tmp $@
+	$(BIN)/papermill --cwd . -f notebooks/params/$*.book.yaml _build/papermill/$*.ipynb _build/papermill/$*.executed.ipynb
+	@mv _build/papermill/$*.executed.ipynb $@
 
 # --- the site ---
 chapters-ipynb: $(STAMP)
