@@ -50,7 +50,7 @@ import torch
 
 from pwgf import exact, projection, relax
 from pwgf._validate import check_choice, check_positive, check_positive_int
-from pwgf.families import FAMILIES, log_prob, sample, validate_theta
+from pwgf.families import FAMILIES, costs, log_prob, sample, validate_theta
 
 __all__ = ["ESTIMATORS", "UNBIASED", "surrogate", "estimate", "estimates", "options", "measure", "tune"]
 
@@ -73,15 +73,6 @@ REBAR_TEMPERATURE: float = 0.5
 # --------------------------------------------------------------------------------------------------
 
 
-def _costs(f: Cost, z: torch.Tensor) -> torch.Tensor:
-    """``f(z)`` checked to be one cost per sample, shape ``[n]``."""
-    values = f(z)
-    if not isinstance(values, torch.Tensor) or values.shape != z.shape[:1]:
-        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-        raise ValueError(f"f must map a batch of {z.shape[0]} samples to costs of shape [{z.shape[0]}], got {shape}")
-    return values
-
-
 def _score(weights: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     r"""Zero-valued :math:`\frac1n\sum_i w_i(\log p_i - \operatorname{stop}\log p_i)`: its gradient is :math:`\frac1n\sum_i w_i\nabla\log p_i`.
 
@@ -101,7 +92,7 @@ def _pathwise(c: Cost, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     """
     point = s.detach().requires_grad_(True)
     with torch.enable_grad():
-        values = _costs(c, point)
+        values = costs(c, point)
         if values.requires_grad:
             (slope,) = torch.autograd.grad(values.sum(), point, create_graph=True, materialize_grads=True)
         else:
@@ -159,7 +150,7 @@ def _reinforce(family: str, theta: torch.Tensor, f: Cost, n_samples: int, *, gen
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2 for the leave-one-out baseline of 'reinforce', got {n_samples}")
     z = sample(family, theta, n_samples, generator)
-    values = _costs(f, z)
+    values = costs(f, z)
     centred = values.detach() - _leave_one_out(values.detach())
     return values.mean() + _score(centred, log_prob(family, theta, z))
 
@@ -181,7 +172,7 @@ def _muprop(family: str, theta: torch.Tensor, f: Cost, n_samples: int, *, genera
     in :math:`z`. Cost: :math:`n + 1` evaluations of ``f`` and one gradient of ``f``.
     """
     z = sample(family, theta, n_samples, generator)
-    values = _costs(f, z)
+    values = costs(f, z)
     mean = projection.mean_parameter(family, theta).unsqueeze(0)
     f_mean, slope, analytic = _pathwise(f, mean)
     taylor = f_mean.detach() + (slope.detach() * (z - mean.detach())).flatten(1).sum(1)
@@ -207,7 +198,7 @@ def _gumbel_softmax(
     exact gradient of the relaxed objective :math:`\E f(s)`, which tends to :math:`L` as :math:`\tau\to0`
     while the variance grows like :math:`1/\tau`.
     """
-    return _costs(f, _relaxed(family, theta, n_samples, generator, temperature)[1]).mean()
+    return costs(f, _relaxed(family, theta, n_samples, generator, temperature)[1]).mean()
 
 
 def _st_gumbel_softmax(
@@ -225,7 +216,7 @@ def _st_gumbel_softmax(
     (Gumbel-max / thresholded) sample and :math:`s_i` its Concrete relaxation. Biased.
     """
     hard, soft = _relaxed(family, theta, n_samples, generator, temperature)
-    return _costs(f, relax.straight_through(hard, soft)).mean()
+    return costs(f, relax.straight_through(hard, soft)).mean()
 
 
 def _relaxed(
@@ -256,7 +247,7 @@ def _arm(family: str, theta: torch.Tensor, f: Cost, n_samples: int, *, generator
     logits = _logits(family, theta)
     u = _uniform(theta, n_samples, generator)
     p = theta.detach()
-    upper, lower = _costs(f, (u > 1 - p).to(theta.dtype)), _costs(f, (u < p).to(theta.dtype))
+    upper, lower = costs(f, (u > 1 - p).to(theta.dtype)), costs(f, (u < p).to(theta.dtype))
     weights = (upper - lower).detach().unsqueeze(1) * (u - 0.5)
     return 0.5 * (upper.mean() + lower.mean()) + (weights * (logits - logits.detach())).sum(1).mean()
 
@@ -275,7 +266,7 @@ def _disarm(family: str, theta: torch.Tensor, f: Cost, n_samples: int, *, genera
     u = _uniform(theta, n_samples, generator)
     p = theta.detach()
     b, b_anti = (u < p).to(theta.dtype), (1 - u < p).to(theta.dtype)
-    values, values_anti = _costs(f, b), _costs(f, b_anti)
+    values, values_anti = costs(f, b), costs(f, b_anti)
     sign = (1 - 2 * b_anti) * (b != b_anti).to(theta.dtype) * torch.sigmoid(logits.detach().abs())
     weights = 0.5 * (values - values_anti).detach().unsqueeze(1) * sign
     return 0.5 * (values.mean() + values_anti.mean()) + (weights * (logits - logits.detach())).sum(1).mean()
@@ -288,8 +279,8 @@ def _control_variate(
 
     def c(x: torch.Tensor) -> torch.Tensor:
         soft = torch.sigmoid(x / temperature) if family == "bernoulli" else torch.softmax(x / temperature, dim=-1)
-        value = eta * _costs(f, soft)
-        return value if control is None else value + _costs(control, soft)
+        value = eta * costs(f, soft)
+        return value if control is None else value + costs(control, soft)
 
     return c
 
@@ -338,7 +329,7 @@ def _relax(
         x_cond = logits + relax.conditional_gumbel(logits, b, _uniform(theta, n_samples, generator))
     check_positive(temperature if isinstance(temperature, torch.Tensor) else float(temperature), "temperature")
     c = _control_variate(family, f, eta, temperature, control)
-    values = _costs(f, b)
+    values = costs(f, b)
     _, _, relaxed = _pathwise(c, x)
     c_cond, _, relaxed_cond = _pathwise(c, x_cond)
     return values.mean() + _score(values.detach() - c_cond, log_prob(family, theta, b)) + relaxed - relaxed_cond

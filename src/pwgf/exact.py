@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from pwgf.families import POISSON_TAIL, log_prob, support
+from pwgf.families import POISSON_TAIL, costs, log_prob, support
 
 __all__ = ["expectation", "gradient"]
 
@@ -35,10 +35,7 @@ def expectation(family: str, theta: torch.Tensor, f: Cost, *, tail: float = POIS
     """
     states = support(family, theta, tail=tail)
     weights = log_prob(family, theta, states).exp()
-    costs = f(states)
-    if costs.shape != weights.shape:
-        raise ValueError(f"f must map a batch of {states.shape[0]} states to shape [{states.shape[0]}], got {tuple(costs.shape)}")
-    return (weights * costs).sum()
+    return (weights * costs(f, states)).sum()
 
 
 def gradient(family: str, theta: torch.Tensor, f: Cost, *, tail: float = POISSON_TAIL) -> torch.Tensor:

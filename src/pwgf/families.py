@@ -19,6 +19,8 @@ differentiable extension.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from scipy import stats
@@ -34,6 +36,7 @@ __all__ = [
     "log_prob",
     "poisson_truncation",
     "support",
+    "costs",
     "POISSON_TAIL",
 ]
 
@@ -139,3 +142,10 @@ def support(family: str, theta: torch.Tensor, *, tail: float = POISSON_TAIL, max
     return values[index].reshape((n_states, d) + values.shape[1:])
 
 
+def costs(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """``f(z)`` for a batch ``z`` of ``n`` samples or states, checked to be one cost per row (shape ``[n]``)."""
+    values = f(z)
+    if not isinstance(values, torch.Tensor) or values.shape != z.shape[:1]:
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(f"f must map a batch of {z.shape[0]} samples to costs of shape [{z.shape[0]}], got {shape}")
+    return values

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 
 from pwgf._validate import check_choice, check_finite
-from pwgf.families import POISSON_TAIL, log_prob, support
+from pwgf.families import POISSON_TAIL, costs, log_prob, support
 
 __all__ = ["grad_field", "wgf_step", "pushforward", "mean_projection", "projected_step"]
 
@@ -49,10 +49,7 @@ def grad_field(f: Cost, z: torch.Tensor) -> torch.Tensor:
     check_finite(z, "z")
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
-        costs = f(z)
-        if costs.shape != z.shape[:1]:
-            raise ValueError(f"f must map [n, d] particles to costs [n], got {tuple(costs.shape)}")
-        (grad,) = torch.autograd.grad(costs.sum(), z)
+        (grad,) = torch.autograd.grad(costs(f, z).sum(), z)
     return grad
 
 

@@ -34,7 +34,7 @@ import torch
 
 from pwgf import mmd
 from pwgf._validate import check_finite, check_positive, check_positive_int
-from pwgf.families import POISSON_TAIL, log_prob, sample, support, validate_theta
+from pwgf.families import POISSON_TAIL, costs, log_prob, sample, support, validate_theta
 
 __all__ = ["mean_parameter", "wgf_step", "mean_matching", "st", "st_expectation", "pwgf_st", "pwgf_mmd", "pwgf_mmd_expectation", "DEFAULT_EPS_MMD"]
 
@@ -56,14 +56,6 @@ def _draw(family: str, theta: torch.Tensor, n_samples: int, generator: torch.Gen
     return sample(family, theta.detach(), check_positive_int(n_samples, "n_samples"), generator)
 
 
-def _costs(f: Cost, z: torch.Tensor) -> torch.Tensor:
-    fz = f(z)
-    if not isinstance(fz, torch.Tensor) or fz.shape != (z.shape[0],):
-        shape = tuple(fz.shape) if isinstance(fz, torch.Tensor) else type(fz).__name__
-        raise ValueError(f"f must map a batch of {z.shape[0]} samples to costs of shape [{z.shape[0]}], got {shape}")
-    return fz
-
-
 def wgf_step(f: Cost, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Step (B): :math:`\tilde z_n = z_n - \varepsilon\nabla f(z_n)` (Appendix B), and the costs :math:`f(z_n)`.
 
@@ -73,7 +65,7 @@ def wgf_step(f: Cost, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
     check_positive(eps, "eps")
     z_in = z.detach().requires_grad_(True)
     with torch.enable_grad():
-        fz = _costs(f, z_in)
+        fz = costs(f, z_in)
         grad_z = torch.autograd.grad(fz.sum(), z_in, retain_graph=True, allow_unused=True)[0] if fz.requires_grad else None
     if grad_z is None:
         raise ValueError("f must be differentiable in z for the pWGF estimators (grad f(z) is needed)")
@@ -101,7 +93,7 @@ def st(family: str, theta: torch.Tensor, f: Cost, n_samples: int, *, generator: 
     """
     z = _draw(family, theta, n_samples, generator)
     m = mean_parameter(family, theta)
-    return _costs(f, z + (m - m.detach())).mean()
+    return costs(f, z + (m - m.detach())).mean()
 
 
 def st_expectation(family: str, theta: torch.Tensor, f: Cost, *, tail: float = POISSON_TAIL) -> torch.Tensor:
@@ -114,7 +106,7 @@ def st_expectation(family: str, theta: torch.Tensor, f: Cost, *, tail: float = P
     states = support(family, theta, tail=tail).requires_grad_(True)
     weights = log_prob(family, theta.detach(), states.detach()).exp()
     with torch.enable_grad():
-        (grad_z,) = torch.autograd.grad(_costs(f, states).sum(), states)
+        (grad_z,) = torch.autograd.grad(costs(f, states).sum(), states)
         mean_grad = torch.einsum("s,s...->...", weights, grad_z)
         leaf = theta.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(mean_parameter(family, leaf), leaf, mean_grad)
