@@ -116,12 +116,6 @@ def _leave_one_out(values: torch.Tensor) -> torch.Tensor:
     return (values.sum() - values) / (n - 1)
 
 
-def _uniform(theta: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform noise ``[n, *theta.shape]`` in the open interval (0, 1), in the dtype of ``theta``."""
-    u = torch.rand((n, *theta.shape), generator=generator, dtype=theta.dtype)
-    return u.clamp(torch.finfo(theta.dtype).tiny, 1 - torch.finfo(theta.dtype).eps)
-
-
 # --------------------------------------------------------------------------------------------------
 # surrogate builders
 # --------------------------------------------------------------------------------------------------
@@ -245,7 +239,7 @@ def _arm(family: str, theta: torch.Tensor, f: Cost, n_samples: int, *, generator
     Cost: :math:`2n` evaluations of ``f``.
     """
     logits = _logits(family, theta)
-    u = _uniform(theta, n_samples, generator)
+    u = relax.sample_uniform((n_samples, *theta.shape), generator=generator, dtype=theta.dtype)
     p = theta.detach()
     upper, lower = costs(f, (u > 1 - p).to(theta.dtype)), costs(f, (u < p).to(theta.dtype))
     weights = (upper - lower).detach().unsqueeze(1) * (u - 0.5)
@@ -263,7 +257,7 @@ def _disarm(family: str, theta: torch.Tensor, f: Cost, n_samples: int, *, genera
     variance than ARM. Cost: :math:`2n` evaluations of ``f``.
     """
     logits = _logits(family, theta)
-    u = _uniform(theta, n_samples, generator)
+    u = relax.sample_uniform((n_samples, *theta.shape), generator=generator, dtype=theta.dtype)
     p = theta.detach()
     b, b_anti = (u < p).to(theta.dtype), (1 - u < p).to(theta.dtype)
     values, values_anti = costs(f, b), costs(f, b_anti)
@@ -322,11 +316,11 @@ def _relax(
     if family == "bernoulli":
         x = logits + relax.sample_logistic((n_samples, *theta.shape), generator=generator, dtype=theta.dtype)
         b = (x > 0).to(theta.dtype).detach()
-        x_cond = logits + relax.conditional_logistic(logits, b, _uniform(theta, n_samples, generator))
+        x_cond = logits + relax.conditional_logistic(logits, b, relax.sample_uniform((n_samples, *theta.shape), generator=generator, dtype=theta.dtype))
     else:
         x = logits + relax.sample_gumbel((n_samples, *theta.shape), generator=generator, dtype=theta.dtype)
         b = relax.gumbel_argmax(x, torch.zeros_like(x))
-        x_cond = logits + relax.conditional_gumbel(logits, b, _uniform(theta, n_samples, generator))
+        x_cond = logits + relax.conditional_gumbel(logits, b, relax.sample_uniform((n_samples, *theta.shape), generator=generator, dtype=theta.dtype))
     check_positive(temperature if isinstance(temperature, torch.Tensor) else float(temperature), "temperature")
     c = _control_variate(family, f, eta, temperature, control)
     values = costs(f, b)

@@ -26,6 +26,7 @@ import torch
 from pwgf._validate import check_positive
 
 __all__ = [
+    "sample_uniform",
     "sample_gumbel",
     "sample_logistic",
     "gumbel_argmax",
@@ -39,9 +40,9 @@ __all__ = [
 Shape = tuple[int, ...] | torch.Size
 
 
-def _uniform_open(shape: Shape, generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
-    """:math:`U \\sim \\mathcal{U}(0,1)` kept away from 0 by the smallest normal float (so logs stay finite)."""
-    return torch.rand(shape, generator=generator, dtype=dtype).clamp_min(torch.finfo(dtype).tiny)
+def sample_uniform(shape: Shape, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """:math:`U \\sim \\mathcal{U}(0,1)` strictly inside the open interval (clamped to ``[tiny, 1 - eps]`` of ``dtype``), so ``log U`` and ``log(1 - U)`` stay finite."""
+    return torch.rand(shape, generator=generator, dtype=dtype).clamp(torch.finfo(dtype).tiny, 1 - torch.finfo(dtype).eps)
 
 
 def _check_logits(logits: torch.Tensor, name: str = "logits") -> None:
@@ -59,16 +60,12 @@ def _check_uniform(u: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must lie in the open interval (0, 1)")
 
 
-def _check_temperature(temperature: float | torch.Tensor) -> None:
-    check_positive(temperature if isinstance(temperature, torch.Tensor) else float(temperature), "temperature")
-
-
 def sample_gumbel(shape: Shape, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     r"""Standard Gumbel noise :math:`g = -\log(-\log U)`, :math:`U \sim \mathcal{U}(0,1)`, of the given shape.
 
     :math:`P(g \le x) = \exp(-e^{-x})`; mean :math:`\gamma \approx 0.5772`, variance :math:`\pi^2/6`.
     """
-    return -torch.log(-torch.log(_uniform_open(shape, generator, dtype)))
+    return -torch.log(-torch.log(sample_uniform(shape, generator=generator, dtype=dtype)))
 
 
 def sample_logistic(shape: Shape, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -76,7 +73,7 @@ def sample_logistic(shape: Shape, *, generator: torch.Generator | None = None, d
 
     :math:`P(L \le x) = \sigma(x)`; mean 0, variance :math:`\pi^2/3`.
     """
-    u = _uniform_open(shape, generator, dtype)
+    u = sample_uniform(shape, generator=generator, dtype=dtype)
     return torch.log(u) - torch.log1p(-u)
 
 
@@ -102,7 +99,7 @@ def gumbel_softmax(logits: torch.Tensor, gumbel: torch.Tensor, temperature: floa
     """
     _check_logits(logits)
     _check_logits(gumbel, "gumbel")
-    _check_temperature(temperature)
+    check_positive(temperature, "temperature")
     return torch.softmax((logits + gumbel) / temperature, dim=-1)
 
 
@@ -114,7 +111,7 @@ def binary_concrete(logits: torch.Tensor, logistic_noise: torch.Tensor, temperat
     """
     _check_logits(logits)
     _check_logits(logistic_noise, "logistic_noise")
-    _check_temperature(temperature)
+    check_positive(temperature, "temperature")
     return torch.sigmoid((logits + logistic_noise) / temperature)
 
 

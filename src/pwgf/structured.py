@@ -60,10 +60,6 @@ def _check_tensor(x: torch.Tensor, name: str, min_ndim: int = 1) -> None:
         raise ValueError(f"{name} must be finite (got NaN or inf)")
 
 
-def _check_temperature(temperature: float | torch.Tensor) -> None:
-    check_positive(temperature if isinstance(temperature, torch.Tensor) else float(temperature), "temperature")
-
-
 # ---- the simplex -------------------------------------------------------------------------------------
 
 
@@ -77,7 +73,7 @@ def sparsemax(w: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch
     through the sort gives its Jacobian :math:`\operatorname{diag}(s) - s s^\top/|s|`, :math:`s` the support).
     """
     _check_tensor(w, "w")
-    _check_temperature(temperature)
+    check_positive(temperature, "temperature")
     x = w / temperature
     srt = x.sort(dim=-1, descending=True).values
     k = torch.arange(1, x.shape[-1] + 1, dtype=x.dtype)
@@ -112,7 +108,7 @@ def finite_softmax(w: torch.Tensor, Z: torch.Tensor, temperature: float | torch.
     """
     _check_tensor(w, "w")
     _check_structures(Z, w)
-    _check_temperature(temperature)
+    check_positive(temperature, "temperature")
     Z = Z.to(w.dtype)
     return torch.softmax(w @ Z.T / temperature, dim=-1) @ Z
 
@@ -170,7 +166,7 @@ def relaxed_topk(w: torch.Tensor, k: int, temperature: float | torch.Tensor = 1.
     (for distinct :math:`w`). Computed by differentiating :func:`ksubset_log_partition` with a kept
     graph, so it is itself differentiable in ``w``.
     """
-    _check_temperature(temperature)
+    check_positive(temperature, "temperature")
     with torch.enable_grad():
         x = w if w.requires_grad else w.detach().requires_grad_(True)
         log_z = ksubset_log_partition(x / temperature, k)
@@ -294,7 +290,7 @@ def spanning_tree_marginals(n: int, edges: torch.Tensor, theta: torch.Tensor, te
     """
     n, edges = _check_graph(n, edges)
     _check_edge_weights(theta, edges, "theta")
-    _check_temperature(temperature)
+    check_positive(temperature, "temperature")
     eta = theta / temperature
     L, _ = _reduced_laplacian(n, edges, eta)
     B = _incidence(n, edges, theta.dtype)[:, 1:]
@@ -343,5 +339,5 @@ def gumbel_sinkhorn(
     :math:`\alpha + g` (within :math:`\tau\, n\log n` in objective value).
     """
     _check_tensor(gumbel, "gumbel", min_ndim=2)
-    _check_temperature(temperature)
+    check_positive(temperature, "temperature")
     return log_sinkhorn((log_alpha + gumbel) / temperature, n_iters, tol=tol).exp()
