@@ -23,7 +23,7 @@ import torch
 from pwgf._validate import check_choice, check_finite
 from pwgf.families import POISSON_TAIL, costs, log_prob, support
 
-__all__ = ["grad_field", "wgf_step", "pushforward", "mean_projection", "projected_step"]
+__all__ = ["costs_and_grad", "grad_field", "wgf_step", "pushforward", "mean_projection", "projected_step"]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,19 +38,31 @@ def _check_eps(eps: float) -> float:
     return eps
 
 
-def grad_field(f: Cost, z: torch.Tensor) -> torch.Tensor:
-    r"""The vector field :math:`\nabla f` evaluated at every particle: ``z`` ``[n, d]`` -> ``[n, d]`` (autograd).
+def costs_and_grad(f: Cost, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The costs :math:`f(z_n)` and the vector field :math:`\nabla f(z_n)` at every particle (autograd).
 
-    ``f`` maps ``[n, d]`` to costs ``[n]``; particles do not interact, so the gradient of
-    :math:`\sum_n f(z_n)` with respect to ``z`` is :math:`\nabla f(z_n)` row by row.
+    ``z`` is ``[n, ...]`` (``[n, d]``, or one-hot ``[n, d, K]``) and ``f`` maps it to costs ``[n]``;
+    particles do not interact, so the gradient of :math:`\sum_n f(z_n)` with respect to ``z`` is
+    :math:`\nabla f(z_n)` row by row. The costs keep their graph to the parameters of ``f`` (a
+    training loop can still differentiate them); the field is detached. Raises ValueError if ``f`` is
+    not differentiable in ``z`` or its gradient is not finite.
     """
-    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] == 0:
+    if not isinstance(z, torch.Tensor) or z.ndim < 2 or z.shape[0] == 0:
         raise ValueError(f"z must be a non-empty torch.Tensor of shape [n, d], got {getattr(z, 'shape', type(z))}")
     check_finite(z, "z")
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
-        (grad,) = torch.autograd.grad(costs(f, z).sum(), z)
-    return grad
+        values = costs(f, z)
+        grad = torch.autograd.grad(values.sum(), z, retain_graph=True, allow_unused=True)[0] if values.requires_grad else None
+    if grad is None:
+        raise ValueError("f must be differentiable in z (grad f(z) is needed)")
+    check_finite(grad, "grad f(z)")
+    return values, grad
+
+
+def grad_field(f: Cost, z: torch.Tensor) -> torch.Tensor:
+    r"""The vector field :math:`\nabla f` evaluated at every particle: ``z`` ``[n, d]`` -> ``[n, d]`` (see :func:`costs_and_grad`)."""
+    return costs_and_grad(f, z)[1]
 
 
 def wgf_step(z: torch.Tensor, f: Cost, eps: float) -> torch.Tensor:

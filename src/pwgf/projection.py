@@ -32,8 +32,8 @@ from collections.abc import Callable
 
 import torch
 
-from pwgf import mmd
-from pwgf._validate import check_finite, check_positive, check_positive_int
+from pwgf import flow, mmd
+from pwgf._validate import check_positive, check_positive_int
 from pwgf.families import POISSON_TAIL, costs, log_prob, sample, support, validate_theta
 
 __all__ = ["mean_parameter", "wgf_step", "mean_matching", "st", "st_expectation", "pwgf_st", "pwgf_mmd", "pwgf_mmd_expectation", "DEFAULT_EPS_MMD"]
@@ -60,16 +60,11 @@ def wgf_step(f: Cost, z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
     r"""Step (B): :math:`\tilde z_n = z_n - \varepsilon\nabla f(z_n)` (Appendix B), and the costs :math:`f(z_n)`.
 
     The moved samples are detached (they are data for the projection); the costs keep their graph to
-    the parameters of ``f``. Raises ValueError if ``f`` is not differentiable in ``z``.
+    the parameters of ``f`` (:func:`pwgf.flow.costs_and_grad`). Raises ValueError if ``f`` is not
+    differentiable in ``z``.
     """
     check_positive(eps, "eps")
-    z_in = z.detach().requires_grad_(True)
-    with torch.enable_grad():
-        fz = costs(f, z_in)
-        grad_z = torch.autograd.grad(fz.sum(), z_in, retain_graph=True, allow_unused=True)[0] if fz.requires_grad else None
-    if grad_z is None:
-        raise ValueError("f must be differentiable in z for the pWGF estimators (grad f(z) is needed)")
-    check_finite(grad_z, "grad f(z)")
+    fz, grad_z = flow.costs_and_grad(f, z)
     return (z - eps * grad_z).detach(), fz
 
 
