@@ -41,7 +41,7 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
         flow.wgf_step(z, cost, -1.0)
     with pytest.raises(ValueError, match="z must be a non-empty"):
-        flow.grad_field(cost, torch.zeros(3))
+        flow.grad_field(cost, torch.zeros(0, 2))
     with pytest.raises(ValueError, match="f must map"):
         flow.grad_field(lambda x: x, z)
     with pytest.raises(ValueError, match="unknown family"):

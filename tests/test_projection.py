@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pwgf import families, mmd, projection
+from pwgf import estimators, families, mmd, projection
 
 torch.set_default_dtype(torch.float64)
 
@@ -27,10 +27,8 @@ CASES = {
 }
 
 
-def grad_of(builder, family, theta, f, seed, **opts):
-    leaf = theta.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(builder(family, leaf, f, N, generator=torch.Generator().manual_seed(seed), **opts), leaf)
-    return g
+def grad_of(name, family, theta, f, seed, **opts):
+    return estimators.estimate(name, family, theta, f, N, generator=torch.Generator().manual_seed(seed), **opts)
 
 
 def drawn(family, theta, seed):
@@ -48,14 +46,14 @@ def test_st_is_mean_gradient_through_the_mean(family):
     ref = gz.mean(0)
     if family == "categorical":  # chain rule through theta / sum(theta) at sum = 1
         ref = ref - (theta * ref).sum(-1, keepdim=True)
-    assert torch.allclose(grad_of(projection.st, family, theta, f, 3), ref, atol=1e-12)
+    assert torch.allclose(grad_of("st", family, theta, f, 3), ref, atol=1e-12)
 
 
 @pytest.mark.parametrize("family", list(CASES))
 @pytest.mark.parametrize("eps", [1e-3, 0.1, 1.0, 10.0])
 def test_pwgf_st_equals_st_for_every_eps(family, eps):
     theta, f = CASES[family]
-    a, b = grad_of(projection.st, family, theta, f, 5), grad_of(projection.pwgf_st, family, theta, f, 5, eps=eps)
+    a, b = grad_of("st", family, theta, f, 5), grad_of("pwgf_st", family, theta, f, 5, eps=eps)
     # only rounding of z_tilde = z - eps grad f differs: relative 1e-16 * max|z| / eps, max|z| ~ 200 here
     assert torch.allclose(a, b, atol=1e-16 * 400 / eps * a.abs().max().item() + 1e-15, rtol=0)
 
@@ -94,7 +92,7 @@ def test_pwgf_mmd_matches_autograd_projection(family, h):
     eps = 0.2
     z, gz = drawn(family, theta, 11)
     ref = autograd_mmd_estimate(family, theta, z, z - eps * gz, h, eps)
-    got = grad_of(projection.pwgf_mmd, family, theta, f, 11, eps=eps, bandwidth=h)
+    got = grad_of("pwgf_mmd", family, theta, f, 11, eps=eps, bandwidth=h)
     assert torch.allclose(got, ref, atol=1e-10, rtol=1e-9)
 
 
@@ -108,15 +106,15 @@ def test_pwgf_mmd_small_eps_limit_is_scaled_st(h):
         ("categorical", torch.exp(torch.tensor(-1 / h**2)), lambda k: k / (h**2 * (1 - k))),
     ]:
         theta, f = CASES[family]
-        st_grad = grad_of(projection.st, family, theta, f, 2)
-        got = grad_of(projection.pwgf_mmd, family, theta, f, 2, eps=eps, bandwidth=h)
+        st_grad = grad_of("st", family, theta, f, 2)
+        got = grad_of("pwgf_mmd", family, theta, f, 2, eps=eps, bandwidth=h)
         # the remainder is O(eps |grad f|^2 / h^2): |grad f| <= 10 here, so 1e-4 relative is ample
         assert torch.allclose(got, c_of(k) * st_grad, atol=1e-4 * st_grad.abs().max().item(), rtol=0), family
 
 
-@pytest.mark.parametrize("builder", [projection.st, projection.pwgf_st, projection.pwgf_mmd])
+@pytest.mark.parametrize("name", ["st", "pwgf_st", "pwgf_mmd", "pwgf_mmd_argmin"])
 @pytest.mark.parametrize("family", list(CASES))
-def test_surrogate_contract(builder, family):
+def test_surrogate_contract(name, family):
     theta, _ = CASES[family]
     # f with its own parameter: value and parameter gradient are the sample mean of f and of d f / d scale
     scale = torch.tensor(1.5, requires_grad=True)
@@ -125,13 +123,13 @@ def test_surrogate_contract(builder, family):
     # theta as the output of a "network": gradients must flow through it
     raw = (theta.log() if family != "bernoulli" else torch.logit(theta)).clone().requires_grad_(True)
     theta_net = torch.softmax(raw, -1) if family == "categorical" else (raw.exp() if family == "poisson" else torch.sigmoid(raw))
-    out = builder(family, theta_net, f, N, generator=torch.Generator().manual_seed(9))
+    out = estimators.surrogate(name, family, theta_net, f, N, generator=torch.Generator().manual_seed(9))
     out.backward(retain_graph=True)
     z, _ = drawn(family, theta, 9)
     mean_f = base(z).mean()
     assert abs(out.item() - 1.5 * mean_f.item()) < 1e-12
     assert abs(scale.grad.item() - mean_f.item()) < 1e-12
-    est = grad_of(builder, family, theta, f, 9)
+    est = grad_of(name, family, theta, f, 9)
     (chain,) = torch.autograd.grad(theta_net, raw, est)
     assert torch.allclose(raw.grad, chain, atol=1e-12)
 
@@ -143,16 +141,18 @@ def f_square(z):
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: projection.st("bernoulli", torch.tensor([0.5]), f_square, 0),
-        lambda: projection.st("bernoulli", torch.tensor([1.5]), f_vector, 4),
-        lambda: projection.st("gaussian", torch.tensor([0.5]), f_square, 4),
-        lambda: projection.st("bernoulli", torch.tensor([0.5]), lambda z: z, 4),
-        lambda: projection.pwgf_st("bernoulli", torch.tensor([0.5]), f_square, 4, eps=0.0),
-        lambda: projection.pwgf_mmd("bernoulli", torch.tensor([0.5]), f_square, 4, eps=-1.0),
-        lambda: projection.pwgf_mmd("bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth=0.0),
-        lambda: projection.pwgf_mmd("bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth="silverman"),
-        lambda: projection.pwgf_mmd("poisson", torch.tensor([2.0]), lambda z: torch.ones(z.shape[0]), 4),
-        lambda: projection.pwgf_mmd("poisson", torch.tensor([2.0]), lambda z: z.sum(-1).round().detach(), 4),
+        lambda: estimators.surrogate("st", "bernoulli", torch.tensor([0.5]), f_square, 0),
+        lambda: estimators.surrogate("st", "bernoulli", torch.tensor([1.5]), f_vector, 4),
+        lambda: estimators.surrogate("st", "gaussian", torch.tensor([0.5]), f_square, 4),
+        lambda: estimators.surrogate("st", "bernoulli", torch.tensor([0.5]), lambda z: z, 4),
+        lambda: estimators.surrogate("pwgf_st", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=0.0),
+        lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=-1.0),
+        lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth=0.0),
+        lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth="silverman"),
+        lambda: estimators.surrogate("pwgf_mmd", "poisson", torch.tensor([2.0]), lambda z: torch.ones(z.shape[0]), 4),
+        lambda: estimators.surrogate("pwgf_mmd", "poisson", torch.tensor([2.0]), lambda z: z.sum(-1).round().detach(), 4),
+        lambda: estimators.surrogate("pwgf_mmd_argmin", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=0.0),
+        lambda: estimators.surrogate("pwgf_mmd_argmin", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth=torch.ones(3)),
     ],
 )
 def test_bad_inputs_raise(call):
@@ -175,7 +175,7 @@ def test_st_expectation_matches_monte_carlo_and_quadratic_bias():
     assert torch.allclose(bias, -0.5 * a.diagonal(), atol=1e-9)  # truncated tails: 1e-12 mass times |f| <= 1e3
     # Monte Carlo mean of the ST estimator within 5 standard errors of the enumerated mean
     theta, fv = CASES["bernoulli"]
-    reps = torch.stack([grad_of(projection.st, "bernoulli", theta, fv, s) for s in range(200)])
+    reps = torch.stack([grad_of("st", "bernoulli", theta, fv, s) for s in range(200)])
     se = reps.std(0) / 200**0.5
     assert ((reps.mean(0) - projection.st_expectation("bernoulli", theta, fv)).abs() <= 5 * se).all()
 
@@ -187,7 +187,7 @@ def test_pwgf_mmd_expectation_matches_monte_carlo(family):
         theta = torch.tensor([0.05, 1.0, 4.0])  # enumeration needs a small joint support
         f = lambda z: torch.sin(z @ W[:3]) + 0.3 * (z**2).sum(-1)  # noqa: E731
     mean = projection.pwgf_mmd_expectation(family, theta, f, eps=0.1, bandwidth=1.0)
-    reps = torch.stack([grad_of(projection.pwgf_mmd, family, theta, f, s, eps=0.1, bandwidth=1.0) for s in range(100)])
+    reps = torch.stack([grad_of("pwgf_mmd", family, theta, f, s, eps=0.1, bandwidth=1.0) for s in range(100)])
     se = reps.std(0) / 100**0.5
     assert ((reps.mean(0) - mean).abs() <= 5 * se + 1e-12).all()  # 5 standard errors of the Monte Carlo mean
     with pytest.raises(ValueError):

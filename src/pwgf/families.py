@@ -19,14 +19,13 @@ differentiable extension.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-import numpy as np
 import torch
-from scipy import stats
 from torch import distributions as D
 
 from pwgf._validate import check_choice, check_finite, check_positive, check_probabilities
+from pwgf.discrete import POISSON_TAIL, Discrete, as_discrete, costs, poisson_truncation
 
 __all__ = [
     "FAMILIES",
@@ -37,13 +36,12 @@ __all__ = [
     "poisson_truncation",
     "support",
     "costs",
+    "resolve",
+    "resolve_leaf",
     "POISSON_TAIL",
 ]
 
 FAMILIES: tuple[str, ...] = ("bernoulli", "poisson", "categorical")
-
-#: Default bound on the probability mass a truncated Poisson support leaves out, per coordinate.
-POISSON_TAIL: float = 1e-12
 
 #: Row sums of categorical probabilities must equal 1 within this float64 tolerance.
 _ROW_SUM_ATOL = 1e-6
@@ -86,19 +84,8 @@ def distribution(family: str, theta: torch.Tensor) -> D.Distribution:
 
 
 def sample(family: str, theta: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw ``n`` samples ``[n, d]`` (``[n, d, K]``) from :math:`p_\\theta`, seeded by ``generator``.
-
-    ``torch.distributions`` has no generator argument, so the draw runs under a fork of the global
-    RNG seeded from ``generator``: the global stream is left untouched and results are reproducible.
-    """
-    dist = distribution(family, theta.detach())
-    if generator is None:
-        return dist.sample((n,)).to(theta.dtype)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    with torch.random.fork_rng(devices=[]):
-        # Seed only the CPU generator: torch.manual_seed would also initialise every accelerator backend.
-        torch.random.default_generator.manual_seed(seed)
-        return dist.sample((n,)).to(theta.dtype)
+    """Draw ``n`` samples ``[n, d]`` (``[n, d, K]``) from :math:`p_\\theta`, seeded by ``generator`` (:meth:`pwgf.discrete.Discrete.sample`)."""
+    return as_discrete(distribution(family, theta.detach())).sample(n, generator)
 
 
 def log_prob(family: str, theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -106,46 +93,41 @@ def log_prob(family: str, theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return distribution(family, theta).log_prob(z)
 
 
-def poisson_truncation(rate: torch.Tensor | np.ndarray | float, tail: float = POISSON_TAIL) -> int:
-    r"""Smallest :math:`K` with :math:`P(Z > K) \le` ``tail`` for :math:`Z \sim \mathrm{Poisson}(\lambda)`, for every given rate.
-
-    Computed from the exact Poisson survival function (``scipy.stats.poisson.isf``), so the bound holds
-    for rates near 0 (where :math:`K` can be 0 or 1) and for rates in the hundreds alike (where
-    :math:`K \approx \lambda + c\sqrt{\lambda}`); no normal or Chernoff approximation is involved.
-    """
-    if not 0.0 < tail < 1.0:
-        raise ValueError(f"tail must lie in (0, 1), got {tail!r}")
-    rates = np.asarray(rate.detach().cpu().numpy() if isinstance(rate, torch.Tensor) else rate, dtype=np.float64)
-    check_positive(rates, "rate")
-    k = stats.poisson.isf(tail, rates.max())
-    return int(k)
-
-
 def support(family: str, theta: torch.Tensor, *, tail: float = POISSON_TAIL, max_states: int = 2_000_000) -> torch.Tensor:
     """Every joint state of the family as a tensor ``[S, d]`` (``[S, d, K]``), Poisson truncated by :func:`poisson_truncation`.
 
     The number of states grows exponentially in ``d``; more than ``max_states`` raises ValueError.
     """
-    validate_theta(family, theta)
-    d = theta.shape[0]
-    if family == "bernoulli":
-        values = torch.tensor([0.0, 1.0], dtype=theta.dtype)
-    elif family == "poisson":
-        values = torch.arange(poisson_truncation(theta, tail) + 1, dtype=theta.dtype)
+    return as_discrete(distribution(family, theta)).support(tail, max_states)
+
+
+def resolve(first: Any, args: tuple[Any, ...], names: tuple[str, ...]) -> tuple[Discrete, tuple[Any, ...]]:
+    """Both call forms of the estimator entry points: ``(dist, *rest)`` or the family form ``(family, theta, *rest)``.
+
+    The family form is :func:`distribution`, an ``Independent`` product over the coordinates of
+    ``theta`` (batch shape ``[]``, event shape ``theta.shape``). ``names`` are the remaining
+    positional arguments, for the message when their number is wrong.
+    """
+    if isinstance(first, str):
+        check_choice(first, FAMILIES, "family")
+        if not args:
+            raise ValueError(f"the family form needs theta after the family name: (family, theta, {', '.join(names)})")
+        q, rest = as_discrete(distribution(first, args[0])), args[1:]
     else:
-        values = torch.eye(theta.shape[1], dtype=theta.dtype)
-    n_states = len(values) ** d
-    if n_states > max_states:
-        raise ValueError(f"enumerating {family} with d={d} needs {len(values)}**{d} states > max_states={max_states}")
-    axes = torch.meshgrid(*[torch.arange(len(values))] * d, indexing="ij")
-    index = torch.stack(axes, dim=-1).reshape(n_states, d)
-    return values[index].reshape((n_states, d) + values.shape[1:])
+        q, rest = as_discrete(first), args
+    if len(rest) != len(names):
+        raise ValueError(f"expected ({', '.join(names)}) after the distribution, got {len(rest)} positional argument(s)")
+    return q, rest
 
 
-def costs(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """``f(z)`` for a batch ``z`` of ``n`` samples or states, checked to be one cost per row (shape ``[n]``)."""
-    values = f(z)
-    if not isinstance(values, torch.Tensor) or values.shape != z.shape[:1]:
-        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-        raise ValueError(f"f must map a batch of {z.shape[0]} samples to costs of shape [{z.shape[0]}], got {shape}")
-    return values
+def resolve_leaf(first: Any, args: tuple[Any, ...], names: tuple[str, ...]) -> tuple[Discrete, torch.Tensor, tuple[Any, ...]]:
+    """As :func:`resolve`, around a detached leaf copy of the parameter (``theta`` in the family form) to differentiate against.
+
+    Returns the view, the leaf (``requires_grad``) and the remaining arguments.
+    """
+    q, rest = resolve(first, args, names)
+    if isinstance(first, str):
+        leaf = args[0].detach().clone().requires_grad_(True)
+        return as_discrete(distribution(first, leaf)), leaf, rest
+    leaf = q.parameter.detach().clone().requires_grad_(True)
+    return q.with_parameter(leaf), leaf, rest

@@ -52,6 +52,8 @@ __all__ = [
     "mmd_squared_grad",
     "moved_gradient",
     "mmd_metric",
+    "lattice_self",
+    "vertex_kernel",
 ]
 
 _SQRT2: float = float(np.sqrt(2.0))
@@ -131,8 +133,8 @@ def _per_coordinate(h: torch.Tensor) -> torch.Tensor:
     return h.reshape(-1, 1)
 
 
-def _lattice_self(p: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    r""":math:`\sum_{j,k} p_j q_k K(j,k)` per coordinate; ``p, q`` are ``[d, S]`` on a support of consecutive integers.
+def lattice_self(p: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum_{j,k} p_j q_k K(j,k)` per row; ``p, q`` are ``[..., S]`` on a support of consecutive integers, ``h`` broadcasts to ``[...]``.
 
     On a lattice :math:`K(j,k)` depends on the lag :math:`\delta = k - j` only, so the double sum is
     :math:`\sum_\delta K(\delta)\,c_\delta` with the cross-correlation :math:`c_\delta = \sum_j p_j q_{j+\delta}`,
@@ -144,7 +146,7 @@ def _lattice_self(p: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> torch.Te
     corr = torch.fft.irfft(torch.fft.rfft(p, n).conj() * torch.fft.rfft(q, n), n)  # index t <-> lag t (t < S) or t - n
     index = torch.arange(n, dtype=p.dtype)
     lags = torch.where(index < n // 2, index, index - n)
-    return (rbf_kernel(lags, 0.0, _per_coordinate(h)) * corr).sum(-1)
+    return (rbf_kernel(lags, 0.0, torch.as_tensor(h).unsqueeze(-1)) * corr).sum(-1)
 
 
 def _lattice_cross(dp: torch.Tensor, j: torch.Tensor, y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -153,7 +155,7 @@ def _lattice_cross(dp: torch.Tensor, j: torch.Tensor, y: torch.Tensor, w: torch.
     return -2 * torch.einsum("m,mds,ds->d", w, kern, dp)
 
 
-def _vertex_kernel(y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+def vertex_kernel(y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     r""":math:`K(e_a, y_m)` for one-hot vertices :math:`e_a`, using :math:`\lVert e_a - y\rVert^2 = \lVert y\rVert^2 - 2y_a + 1`: ``[M, d, K]``."""
     sq = y.square().sum(-1, keepdim=True) - 2 * y + 1
     return sq.clamp_(min=0).mul_(-0.5 / _per_coordinate(h) ** 2).exp_()
@@ -191,14 +193,14 @@ def mmd_squared(family: str, theta: torch.Tensor, z_tilde: torch.Tensor, bandwid
         probs = theta / theta.sum(-1, keepdim=True)
         kappa = torch.exp(-1 / h.reshape(-1) ** 2)
         model = kappa + (1 - kappa) * probs.pow(2).sum(-1)
-        cross = (_vertex_kernel(y, h) * probs).sum(-1).mean(0)
+        cross = (vertex_kernel(y, h) * probs).sum(-1).mean(0)
     else:
         if family == "bernoulli":
             j = torch.tensor([0.0, 1.0], dtype=theta.dtype)
             p = torch.stack([1 - theta, theta], dim=-1)
         else:
             j, p, _ = poisson_lattice(theta, tail)
-        model = _lattice_self(p, p, h)
+        model = lattice_self(p, p, h)
         cross = (rbf_kernel(y[..., None], j, _per_coordinate(h)) * p).sum(-1).mean(0)
     return model + _samples_self(y, h) - 2 * cross
 
@@ -243,7 +245,7 @@ def mmd_squared_grad_poisson(lam: torch.Tensor, z_tilde: torch.Tensor, bandwidth
     h = resolve_bandwidth(bandwidth, y)
     j, p, dp = poisson_lattice(lam.detach(), tail)
     w = torch.full((y.shape[0],), 1 / y.shape[0], dtype=lam.dtype)
-    return 2 * _lattice_self(dp, p, h) + _lattice_cross(dp, j, y, w, h)
+    return 2 * lattice_self(dp, p, h) + _lattice_cross(dp, j, y, w, h)
 
 
 def mmd_squared_grad_categorical(probs: torch.Tensor, z_tilde: torch.Tensor, bandwidth: Bandwidth = 1.0) -> torch.Tensor:
@@ -270,7 +272,7 @@ def mmd_squared_grad_categorical(probs: torch.Tensor, z_tilde: torch.Tensor, ban
 
 def _categorical_cross(y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     r""":math:`-2\sum_m w_m K(e_a, y_m)`, ``[d, K]``."""
-    return -2 * torch.einsum("m,mdk->dk", w, _vertex_kernel(y, h))
+    return -2 * torch.einsum("m,mdk->dk", w, vertex_kernel(y, h))
 
 
 def _categorical_chain(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -290,7 +292,7 @@ def mmd_squared_grad(family: str, theta: torch.Tensor, z_tilde: torch.Tensor, ba
 
 def moved_gradient(
     family: str,
-    theta: torch.Tensor,
+    mean: torch.Tensor,
     z: torch.Tensor,
     z_tilde: torch.Tensor,
     h: torch.Tensor,
@@ -299,27 +301,28 @@ def moved_gradient(
     tail: float = POISSON_TAIL,
     lattice: Lattice | None = None,
 ) -> torch.Tensor:
-    r"""Control-variate projection gradient :math:`\nabla_\theta\Delta^2(\mu_\theta,\{\tilde z_n\}) - \nabla_\theta\Delta^2(\mu_\theta,\{z_n\})`.
+    r"""Control-variate projection gradient :math:`\nabla_m\Delta^2(\mu_m,\{\tilde z_n\}) - \nabla_m\Delta^2(\mu_m,\{z_n\})` in the mean parameter.
 
     The model-model term cancels, leaving the cross terms only,
-    :math:`-2\sum_n w_n\sum_j \partial_\theta p_j\,[K(j,\tilde z_n) - K(j, z_n)]`, computed in one pass
-    over the stacked samples. ``z`` are the drawn samples, ``z_tilde`` the moved ones, ``weights`` the
-    sample weights :math:`w_n` (default :math:`1/N`; a pmf over enumerated states gives the expectation
-    over :math:`z \sim \mu_\theta`, the result being linear in them), ``h`` a resolved bandwidth
-    (:func:`resolve_bandwidth`); ``theta`` is assumed valid. A Poisson ``lattice`` from
-    :func:`poisson_lattice` may be passed to avoid recomputing it.
+    :math:`-2\sum_n w_n\sum_j \partial_m p_j\,[K(j,\tilde z_n) - K(j, z_n)]`, computed in one pass
+    over the stacked samples. ``mean`` is :math:`m` per coordinate: ``p [d]`` (Bernoulli),
+    ``lambda [d]`` (Poisson), or the probability vectors ``[d, K]`` (categorical; the gradient is then
+    in :math:`p` itself, before any chain rule through a normalization). ``z`` are the drawn samples,
+    ``z_tilde`` the moved ones, ``weights`` the sample weights :math:`w_n` (default :math:`1/N`; a pmf
+    over enumerated states gives the expectation over :math:`z \sim \mu_\theta`, the result being
+    linear in them), ``h`` a resolved bandwidth (:func:`resolve_bandwidth`); ``mean`` is assumed valid.
+    A Poisson ``lattice`` from :func:`poisson_lattice` may be passed to avoid recomputing it.
     """
     n = z.shape[0]
-    w = torch.full((n,), 1 / n, dtype=theta.dtype) if weights is None else weights.to(theta.dtype)
-    y = torch.cat([z_tilde, z]).to(theta.dtype)
+    w = torch.full((n,), 1 / n, dtype=mean.dtype) if weights is None else weights.to(mean.dtype)
+    y = torch.cat([z_tilde, z]).to(mean.dtype)
     w = torch.cat([w, -w])
-    t = theta.detach()
     if family == "bernoulli":
         return _bernoulli_cross(y, w, h)
     if family == "poisson":
-        j, _, dp = lattice or poisson_lattice(t, tail)
+        j, _, dp = lattice or poisson_lattice(mean.detach(), tail)
         return _lattice_cross(dp, j, y, w, h)
-    return _categorical_chain(t, _categorical_cross(y, w, h))
+    return _categorical_cross(y, w, h)
 
 
 def mmd_metric(family: str, theta: torch.Tensor, h: torch.Tensor, *, tail: float = POISSON_TAIL, lattice: Lattice | None = None) -> torch.Tensor:
@@ -338,5 +341,5 @@ def mmd_metric(family: str, theta: torch.Tensor, h: torch.Tensor, *, tail: float
         return (-4 * torch.expm1(-1 / (2 * h**2))).expand(d)
     if family == "poisson":
         _, _, dp = lattice or poisson_lattice(theta.detach(), tail)
-        return 2 * _lattice_self(dp, dp, h)
+        return 2 * lattice_self(dp, dp, h)
     return (-2 * torch.expm1(-1 / h**2)).expand(d)
