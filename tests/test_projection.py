@@ -205,3 +205,12 @@ def test_benchmark_harness_records_timings_and_ratios():
     assert ratios["pwgf_mmd_over_st"] == rows["pwgf_mmd"]["median_s"] / rows["st"]["median_s"]
     with pytest.raises(ValueError):
         bench.run(0)
+
+
+def test_model_benchmark_times_a_training_step_per_estimator():
+    from pwgf import bench
+
+    record = bench.run_model(1, names=("st", "reinmax", "arm"))
+    rows = {r["estimator"]: r for r in record["rows"]}
+    assert rows["st"]["over_st"] == 1.0 and rows["reinmax"]["target"] == bench.MODEL_TARGETS["reinmax"]
+    assert all(r["median_s"] > 0 for r in rows.values()) and record["shape"] == bench.MODEL_SHAPE

@@ -361,11 +361,18 @@ UNBIASED: frozenset[str] = frozenset(name for name, spec in _REGISTRY.items() if
 MIN_SAMPLES: dict[str, int] = {name: spec.min_samples for name, spec in _REGISTRY.items()}
 
 
+def _keyword_options(builder: SurrogateBuilder) -> dict[str, Any]:
+    params = inspect.signature(builder).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "generator"}
+
+
+_OPTIONS: dict[str, dict[str, Any]] = {name: _keyword_options(spec.builder) for name, spec in _REGISTRY.items()}
+
+
 def options(name: str) -> dict[str, Any]:
     """The keyword options of estimator ``name`` and their defaults (``generator`` excluded)."""
     check_choice(name, tuple(_REGISTRY), "estimator")
-    params = inspect.signature(_REGISTRY[name].builder).parameters.values()
-    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "generator"}
+    return dict(_OPTIONS[name])
 
 
 def _checked(name: str, q: Discrete, n_samples: Any, generator: Any, opts: dict[str, Any]) -> tuple[_Spec, int]:
@@ -377,7 +384,7 @@ def _checked(name: str, q: Discrete, n_samples: Any, generator: Any, opts: dict[
             f"estimator {name!r} does not apply to a {q.kind} distribution (it applies to {', '.join(sorted(spec.kinds))}); "
             f"estimators for {q.kind}: {', '.join(valid)}"
         )
-    allowed = options(name)
+    allowed = _OPTIONS[name]
     unknown = sorted(set(opts) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for estimator {name!r}; valid: {', '.join(sorted(allowed)) or 'none'}")
