@@ -133,7 +133,7 @@ def test_st_gradient_wrt_logits_is_grad_f_times_the_mean_jacobian():
 @pytest.mark.parametrize("name", sorted(n for n, fams in E.ESTIMATORS.items() if "bernoulli" in fams and n != "exact"))
 def test_saturated_float32_logits_give_finite_gradients(name):
     logits = torch.tensor([[40.0, -40.0, 0.5], [-40.0, 40.0, -0.5]], dtype=torch.float32, requires_grad=True)
-    w = torch.tensor([0.5, -1.0, 2.0])
+    w = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float32)
     loss = E.surrogate(name, D.Independent(D.Bernoulli(logits=logits), 1), lambda z: torch.sin(z @ w) + z.sum(-1) ** 2, 2, generator=gen(1))
     loss.mean().backward()
     assert loss.dtype == torch.float32 and torch.isfinite(logits.grad).all() and torch.isfinite(loss).all()
@@ -142,7 +142,7 @@ def test_saturated_float32_logits_give_finite_gradients(name):
 @pytest.mark.parametrize("name", sorted(n for n, fams in E.ESTIMATORS.items() if "categorical" in fams and n != "exact"))
 def test_saturated_float32_categorical_logits_give_finite_gradients(name):
     logits = torch.tensor([[40.0, -40.0, 0.0], [-40.0, -40.0, 40.0]], dtype=torch.float32, requires_grad=True)
-    w = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.3, -0.2]])
+    w = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.3, -0.2]], dtype=torch.float32)
     loss = E.surrogate(name, D.Independent(D.OneHotCategorical(logits=logits), 1), lambda z: torch.sin((z * w).sum((-1, -2))), 2, generator=gen(1))
     loss.mean().backward()
     assert torch.isfinite(logits.grad).all() and torch.isfinite(loss).all()
