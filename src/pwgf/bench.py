@@ -149,10 +149,11 @@ def model_problem(seed: int) -> tuple[Callable[[], torch.distributions.Distribut
     the decoder's negative log-likelihood ``f`` (``[n, batch, latent] -> [n, batch]``) and the parameters."""
     g = torch.Generator().manual_seed(seed)
     batch, latent, pixels = MODEL_SHAPE["batch"], MODEL_SHAPE["latent"], MODEL_SHAPE["pixels"]
-    x = (torch.rand(batch, pixels, generator=g) < 0.3).float()
-    encoder = torch.randn(pixels, latent, generator=g) / pixels**0.5
-    decoder = torch.randn(latent, pixels, generator=g) / latent**0.5
-    bias = torch.zeros(pixels)
+    dtype = torch.float32
+    x = (torch.rand(batch, pixels, generator=g, dtype=dtype) < 0.3).to(dtype)
+    encoder = torch.randn(pixels, latent, generator=g, dtype=dtype) / pixels**0.5
+    decoder = torch.randn(latent, pixels, generator=g, dtype=dtype) / latent**0.5
+    bias = torch.zeros(pixels, dtype=dtype)
     params = [p.requires_grad_(True) for p in (encoder, decoder, bias)]
 
     def dist() -> torch.distributions.Distribution:
