@@ -52,3 +52,33 @@ def test_gradient_matches_autograd_of_expectation_on_a_network_cost():
 def test_cost_with_wrong_shape_raises():
     with pytest.raises(ValueError, match="f must map"):
         exact.expectation("bernoulli", torch.tensor([0.5]), lambda z: z)
+
+
+def test_importance_weighted_bound_by_explicit_double_sum():
+    # Three states with q = (0.2, 0.3, 0.5) and joint p(x, z) = (0.1, 0.05, 0.02): L_2 = sum_{i,j} q_i q_j log((w_i + w_j) / 2).
+    q = torch.tensor([0.2, 0.3, 0.5])
+    joint = torch.tensor([0.1, 0.05, 0.02])
+    w = joint / q
+    by_hand = sum(q[i] * q[j] * torch.log((w[i] + w[j]) / 2) for i in range(3) for j in range(3))
+    bounds = [exact.importance_weighted_bound(q.log(), joint.log(), k) for k in (1, 2, 6)]
+    assert abs(bounds[0] - (q * w.log()).sum()) < TOL
+    assert abs(bounds[1] - by_hand) < TOL
+    assert bounds[0] < bounds[1] < bounds[2] < joint.sum().log()
+    # Batch dimensions after the state dimension are independent problems.
+    batched = exact.importance_weighted_bound(torch.stack([q.log()] * 2, 1), torch.stack([joint.log(), joint.log() - 1], 1), 2)
+    assert torch.allclose(batched, torch.stack([by_hand, by_hand - 1]), atol=TOL)
+
+
+@pytest.mark.parametrize(
+    ("log_q", "log_joint", "k", "message"),
+    [
+        (torch.tensor([0.5, 0.5]).log(), torch.zeros(2), 0, "k must be an integer >= 1"),
+        (torch.tensor([0.5, 0.5]).log(), torch.zeros(3), 1, "must have the same shape"),
+        (torch.tensor([0.6, 0.6]).log(), torch.zeros(2), 1, "must sum to 1"),
+        (torch.tensor([1.0, 0.0]).log(), torch.zeros(2), 1, "must be finite"),
+        (torch.full((8,), 0.125).log(), torch.zeros(8), 8, "needs 8\\*\\*8 tuples > max_tuples"),
+    ],
+)
+def test_importance_weighted_bound_rejects_bad_input(log_q, log_joint, k, message):
+    with pytest.raises(ValueError, match=message):
+        exact.importance_weighted_bound(log_q, log_joint, k)
