@@ -81,6 +81,7 @@ def _row(mode: str, seconds: float, runs: int, workers: int, wall: float, direct
 def measure(seconds: float, runs: int, workers: int, address: str, folder: Path) -> list[dict[str, Any]]:
     """The rows of every mode for ``runs`` runs of ``seconds`` (module docstring), result files in ``folder``."""
     configs = [{"seconds": seconds, "index": i} for i in range(runs)]
+    busy({"seconds": 0.01})  # the first matrix product of a process sets up torch's kernels: not part of the baseline
     direct = _timed(lambda: [busy(c) for c in configs])
     rows = [_row("direct", seconds, runs, 1, direct, direct)]
 
