@@ -102,6 +102,7 @@ test-notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pwgf.bench --output _build/bench.json
+	$(BIN)/python -m pwgf.bench_sweep --output _build/bench_sweep.json
 
 clean:
 	rm -rf _build

@@ -16,6 +16,7 @@ from scipy import stats
 from pwgf import exact, families
 from pwgf import poisson_gan as pg
 from pwgf.results import read_json
+from pwgf.sweep import run_sweep
 
 BASE = {"n_data": 50, "epochs": 3, "iters": 2, "batch": 8, "lr_d": 0.01, "width": 4, "loss": "paper", "lambda_init_ratio": 2.0, "var_reps": 0}
 SETTING = {"lr_g": 0.1, "eps": 0.1, "bw": 1.0}
@@ -58,16 +59,16 @@ def test_validate_config_rejects_bad_pwgf_options(changes, message):
         pg.validate_config(config("pwgf_mmd", **changes))
 
 
-def test_run_configs_validates_everything_before_any_run(tmp_path):
-    configs = [config(), config(batch=0)]
-    with pytest.raises(ValueError, match="batch"):
-        pg.run_configs(configs, tmp_path)
-    assert list(tmp_path.iterdir()) == []
+def test_sweep_configs_are_validated_when_made():
+    with pytest.raises(ValueError, match="lr_g must be > 0"):
+        pg.tuning_configs(BASE, ["st"], [5.0], [10], [0.1, 0.0], [0.1], [1.0])
+    with pytest.raises(ValueError, match="batch must be an integer >= 2"):
+        pg.final_configs({**BASE, "batch": 1}, {("st", 5.0): SETTING}, [0])
 
 
-def test_run_configs_validates_workers(tmp_path):
-    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
-        pg.run_configs([config()], tmp_path, workers=0)
+def test_train_refuses_a_config_made_for_other_library_code():
+    with pytest.raises(ValueError, match="every worker of a sweep must run the same pwgf sources"):
+        pg.train(config(code="0123456789ab"))
 
 
 def test_train_is_seeded_and_paired():
@@ -91,7 +92,7 @@ def test_variance_checkpoints_do_not_change_the_trajectory():
 
 def test_resumable_sweep_does_not_recompute(tmp_path, monkeypatch):
     configs = [config(name, seed=s) for name in ("st", "exact") for s in (0, 1)]
-    first = pg.run_configs(configs, tmp_path)
+    first = run_sweep(configs, pg.train, tmp_path, workers=1)
     files = sorted(tmp_path.glob("*.json"))
     assert len(files) == 4
     mtimes = [f.stat().st_mtime_ns for f in files]
@@ -100,21 +101,12 @@ def test_resumable_sweep_does_not_recompute(tmp_path, monkeypatch):
         raise AssertionError("a finished run was recomputed")
 
     monkeypatch.setattr(pg, "train", fail)
-    second = pg.run_configs(configs, tmp_path)
+    second = run_sweep(configs, pg.train, tmp_path, workers=1)
     assert second == first
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     # Atomic writes leave no temporary files, and every file is a whole JSON document.
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert all(set(read_json(f)) == {"config", "result"} for f in files)
-
-
-def test_parallel_sweep_matches_serial(tmp_path):
-    configs = [config(name) for name in ("st", "reinforce")]
-    serial = pg.run_configs(configs, tmp_path / "serial")
-    parallel = pg.run_configs(configs, tmp_path / "parallel", workers=2)
-    for record in serial + parallel:
-        assert record["result"].pop("seconds") > 0
-    assert parallel == serial
 
 
 def test_tuning_select_and_final_configs():
@@ -135,7 +127,7 @@ def test_tuning_select_and_final_configs():
 def test_summary_schema_from_a_tiny_sweep(tmp_path):
     configs = [config(name, seed=s) for name in ("pwgf_mmd", "st") for s in (0, 1, 2)]
     configs = [c if c["estimator"] == "pwgf_mmd" else {**c, "eps": None, "bw": None} for c in configs]
-    records = pg.run_configs(configs, tmp_path / "runs")
+    records = run_sweep(configs, pg.train, tmp_path / "runs", workers=1)
     rows = pg.summarize(records, window=2)
     json_path, csv_path = pg.write_summary(rows, {"settings": {"window": 2}}, tmp_path)
 
@@ -160,7 +152,7 @@ def test_summary_schema_from_a_tiny_sweep(tmp_path):
 
 
 def test_summary_rejects_bad_window(tmp_path):
-    records = pg.run_configs([config()], tmp_path)
+    records = run_sweep([config()], pg.train, tmp_path, workers=1)
     with pytest.raises(ValueError, match="window must be an integer >= 2"):
         pg.summarize(records, window=1)
     with pytest.raises(ValueError, match="window must be at most"):

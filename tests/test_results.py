@@ -1,4 +1,4 @@
-"""Atomic result files and resumable sweeps."""
+"""Atomic result files and run keys (the sweep engine is tested in test_sweep.py)."""
 
 import json
 
@@ -16,28 +16,16 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-def test_sweep_resumes_without_recomputing(tmp_path):
-    calls = []
-
-    def run(config):
-        calls.append(config["x"])
-        if config["x"] == 2 and len(calls) == 3:
-            raise RuntimeError("interrupted")
-        return {"y": config["x"] ** 2}
-
-    configs = [{"x": x} for x in range(4)]
-    with pytest.raises(RuntimeError):
-        results.run_sweep(configs, run, tmp_path)
-    done = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert done == ["x=0.json", "x=1.json"]
-    records = results.run_sweep(configs, run, tmp_path)
-    assert calls == [0, 1, 2, 2, 3]
-    assert [r["result"]["y"] for r in records] == [0, 1, 4, 9]
-
-
-def test_duplicate_configs_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="distinct"):
-        results.run_sweep([{"x": 1}, {"x": 1}], lambda c: {}, tmp_path)
+def test_atomic_open_writes_bytes_and_rejects_other_modes(tmp_path):
+    target = tmp_path / "sub" / "out.bin"
+    with results.atomic_open(target, "wb") as handle:
+        handle.write(b"\x00\x01")
+        assert not target.exists()  # nothing visible before the rename
+    assert target.read_bytes() == b"\x00\x01"
+    with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
+        with results.atomic_open(target, "a"):
+            pass
+    assert [p.name for p in target.parent.iterdir()] == ["out.bin"]
 
 
 def test_run_key_is_order_independent_and_path_safe():

@@ -21,8 +21,9 @@ Each run draws one data set of :math:`N` = ``n_data`` real samples; every iterat
 mini-batch of ``batch`` of them uniformly with replacement and ``batch`` fresh generator samples;
 an epoch is ``iters`` iterations, and :math:`\lambda` is recorded after every epoch. The seed fixes
 the data set, the discriminator's initialization and every draw, so runs of different estimators
-with one seed see the same data (paired comparison). Every run's config is a flat dict (short keys,
-because the result file is named after it by :func:`pwgf.results.run_key`):
+with one seed see the same data (paired comparison). A sweep runs :func:`train` over its configs with
+:func:`pwgf.sweep.run_sweep`, on this machine or a Dask cluster. Every run's config is a flat dict
+(short keys, because the result file is named after it by :func:`pwgf.results.run_key`):
 
 ``estimator, seed, lambda0, lambda_init, n_data, epochs, iters, batch, lr_g, lr_d, width, loss, eps, bw, var_reps, code``
 
@@ -40,10 +41,8 @@ import csv
 import hashlib
 import io
 import math
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ from torch import nn
 
 from pwgf import estimators, families
 from pwgf._validate import check_choice, check_positive, check_positive_int
-from pwgf.results import atomic_write_json, atomic_write_text, run_key, run_sweep
+from pwgf.results import atomic_write_json, atomic_write_text
 
 __all__ = [
     "ESTIMATOR_NAMES",
@@ -69,7 +68,6 @@ __all__ = [
     "validate_config",
     "variance_epochs",
     "train",
-    "run_configs",
     "tuning_configs",
     "tuning_scores",
     "select",
@@ -209,15 +207,17 @@ def _gradient_moments(config: Mapping[str, Any], lam: torch.Tensor, f: Callable,
 
 def train(config: Mapping[str, Any]) -> dict[str, Any]:
     """One GAN run (module docstring); returns ``lambda`` after each epoch, data statistics, variance
-    checkpoints and the run's compute time in ``seconds`` (one torch thread)."""
+    checkpoints and the run's compute time in ``seconds``. A sweep runs it with :func:`pwgf.sweep.run_sweep`.
+
+    The config's ``code`` must be this process's :func:`code_version`: a worker of a cluster that runs
+    other library code refuses the run rather than file its numbers under the wrong version.
+    """
     c = validate_config(config)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if c["code"] != code_version():
+        raise ValueError(f"code is {c['code']!r} but this process runs library code {code_version()!r}: "
+                         "every worker of a sweep must run the same pwgf sources as the process that made the configs")
     started = time.perf_counter()
-    try:
-        return {**_train(c), "seconds": time.perf_counter() - started}
-    finally:
-        torch.set_num_threads(threads)
+    return {**_train(c), "seconds": time.perf_counter() - started}
 
 
 def _train(c: dict[str, Any]) -> dict[str, Any]:
@@ -261,32 +261,11 @@ def _train(c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_configs(configs: Iterable[Mapping[str, Any]], out_dir: str | Path, *, workers: int = 1, desc: str = "runs") -> list[dict[str, Any]]:
-    """Validate every config (before any run starts), then run the missing ones with :func:`pwgf.results.run_sweep`.
-
-    With ``workers > 1`` the missing runs are computed in that many spawned processes (one torch thread
-    each); :func:`~pwgf.results.run_sweep` still writes each result atomically, in order, with its
-    progress bar, and skips runs whose file exists.
-    """
-    configs = [validate_config(c) for c in configs]
-    workers = check_positive_int(workers, "workers")
-    out_dir = Path(out_dir)
-    todo = [c for c in configs if not (out_dir / f"{run_key(c)}.json").exists()]
-    if workers == 1 or len(todo) < 2:
-        return run_sweep(configs, train, out_dir, desc=desc)
-    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {run_key(c): pool.submit(train, c) for c in todo}
-        return run_sweep(configs, lambda c: futures[run_key(c)].result(), out_dir, desc=desc)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _config(base: Mapping[str, Any], estimator: str, lambda0: float, seed: int, setting: Mapping[str, Any]) -> dict[str, Any]:
-    """One run's config: ``base`` (shared knobs, ``lambda_init`` as a multiple of lambda0) plus this run's choices."""
+    """One run's config, validated: ``base`` (shared knobs, ``lambda_init`` as a multiple of lambda0) plus this run's choices."""
     shared = {k: v for k, v in base.items() if k != "lambda_init_ratio"}
     uses_pwgf = estimator in _USES_EPS_BW
-    return {
+    return validate_config({
         **shared,
         "estimator": estimator,
         "lambda0": float(lambda0),
@@ -296,7 +275,7 @@ def _config(base: Mapping[str, Any], estimator: str, lambda0: float, seed: int, 
         "eps": float(setting["eps"]) if uses_pwgf else None,
         "bw": setting["bw"] if uses_pwgf else None,
         "code": code_version(),
-    }
+    })
 
 
 def tuning_configs(
@@ -308,7 +287,10 @@ def tuning_configs(
     eps_grid: Sequence[float],
     bw_grid: Sequence[float | str],
 ) -> list[dict[str, Any]]:
-    """The tuning sweep: every estimator x lambda0 x seed x grid point (``eps`` x ``bw`` only for pwgf_mmd)."""
+    """The tuning sweep: every estimator x lambda0 x seed x grid point (``eps`` x ``bw`` only for pwgf_mmd).
+
+    Every config is validated here, so a bad setting fails before any run of the sweep starts.
+    """
     configs = []
     for name in estimator_names:
         pwgf_grid = [(e, b) for e in eps_grid for b in bw_grid] if name in _USES_EPS_BW else [(None, None)]

@@ -1,8 +1,8 @@
-"""Experiment results on disk: atomic writes and resumable sweeps.
+"""Experiment results on disk: atomic writes, JSON records and the file name of a run.
 
-Every run of a sweep writes one JSON file, atomically (a temporary file in the same folder, then
-``os.replace``), so an interrupted sweep leaves only whole files behind and a rerun skips the runs
-whose file already exists.
+Every file is written atomically (a temporary file in the same folder, flushed and fsync'ed, then
+``os.replace``), so a process killed mid-write leaves either the old file or the whole new one,
+never a half-written one. :mod:`pwgf.sweep` stores one such file per run of a sweep.
 """
 
 from __future__ import annotations
@@ -10,30 +10,39 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from tqdm import tqdm
-
-__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "run_key", "run_sweep"]
+__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "read_json", "run_key"]
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path`` for writing (``mode`` ``"w"`` or ``"wb"``); on a clean exit
+    it is fsync'ed and renamed onto ``path``, on an exception it is removed and ``path`` is untouched."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
@@ -53,29 +62,3 @@ def run_key(config: Mapping[str, Any]) -> str:
         value = str(config[key]).replace("/", "-").replace(" ", "")
         parts.append(f"{key}={value}")
     return "__".join(parts)
-
-
-def run_sweep(
-    configs: Iterable[Mapping[str, Any]],
-    run: Callable[[Mapping[str, Any]], Mapping[str, Any]],
-    out_dir: str | Path,
-    *,
-    desc: str = "sweep",
-) -> list[dict[str, Any]]:
-    """Run ``run(config)`` for every config whose result file is missing in ``out_dir``; return all results.
-
-    Each result is stored as ``out_dir / f"{run_key(config)}.json"`` holding ``{"config": ..., "result": ...}``.
-    Finished runs are read back, never recomputed; a tqdm bar shows progress over the whole sweep.
-    """
-    out_dir = Path(out_dir)
-    configs = [dict(c) for c in configs]
-    keys = [run_key(c) for c in configs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("configs must be distinct: two runs would write the same result file")
-    records = []
-    for config, key in zip(tqdm(configs, desc=desc), keys):
-        path = out_dir / f"{key}.json"
-        if not path.exists():
-            atomic_write_json(path, {"config": config, "result": dict(run(config))})
-        records.append(read_json(path))
-    return records
