@@ -1,8 +1,15 @@
-"""Experiment results on disk: atomic writes and resumable sweeps.
+"""Experiment results on disk: atomic writes, resumable sweeps, and where the summaries live.
 
 Every run of a sweep writes one JSON file, atomically (a temporary file in the same folder, then
 ``os.replace``), so an interrupted sweep leaves only whole files behind and a rerun skips the runs
 whose file already exists.
+
+Each experiment notebook ``notebooks/<experiment>.md`` writes its summary to
+``<results>/<experiment>/summary.json``, where ``<results>`` is the environment variable
+``PWGF_RESULTS_DIR`` (an absolute path; ``make book`` and ``make test`` set it) or, when that is unset,
+the ``results`` folder of the repository root (the nearest parent of the working directory that holds
+``_toc.yml``). :func:`summary_path` is the one place that resolves it; chapters that report
+experimental results read them with :func:`read_summary`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,20 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "run_key", "run_sweep"]
+__all__ = [
+    "RESULTS_ENV",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "run_key",
+    "run_sweep",
+    "results_dir",
+    "summary_path",
+    "read_summary",
+]
+
+#: Environment variable naming the folder that holds one sub-folder of results per experiment.
+RESULTS_ENV = "PWGF_RESULTS_DIR"
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -79,3 +99,45 @@ def run_sweep(
             atomic_write_json(path, {"config": config, "result": dict(run(config))})
         records.append(read_json(path))
     return records
+
+
+def results_dir(start: str | Path | None = None) -> Path:
+    """The folder of experiment results: ``$PWGF_RESULTS_DIR``, else ``results/`` of the repository root.
+
+    The repository root is the nearest of ``start`` (default: the working directory) and its parents
+    that holds ``_toc.yml``. Raises FileNotFoundError if the variable is unset and no such folder exists,
+    ValueError if the variable is set to a relative path.
+    """
+    configured = os.environ.get(RESULTS_ENV)
+    if configured:
+        path = Path(configured)
+        if not path.is_absolute():
+            raise ValueError(f"{RESULTS_ENV} must be an absolute path, got {configured!r}")
+        return path
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file():
+            return folder / "results"
+    raise FileNotFoundError(
+        f"{RESULTS_ENV} is not set and no parent of {here} holds _toc.yml: set {RESULTS_ENV} to the folder "
+        "of experiment results, or run from inside the repository"
+    )
+
+
+def summary_path(experiment: str, start: str | Path | None = None) -> Path:
+    """``<results>/<experiment>/summary.json``, the summary the notebook ``notebooks/<experiment>.md`` writes."""
+    if not experiment or Path(experiment).name != experiment:
+        raise ValueError(f"experiment must be a notebook name such as 'poisson_inference', got {experiment!r}")
+    return results_dir(start) / experiment / "summary.json"
+
+
+def read_summary(experiment: str, start: str | Path | None = None) -> Any:
+    """The summary an experiment wrote (see :func:`summary_path`); a clear error if it has not been run."""
+    path = summary_path(experiment, start)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no summary of the experiment {experiment!r} at {path}: run `make experiments` (book scale), or "
+            f"execute notebooks/{experiment}.md with papermill and output_dir={path.parent} "
+            f"(see the README), or point {RESULTS_ENV} at a folder that holds {experiment}/summary.json"
+        )
+    return read_json(path)
