@@ -186,3 +186,45 @@ def test_exact_gradient_is_the_forward_difference(lam):
         fk = f(torch.from_numpy(k)[:, None]).numpy()
     reference = np.sum(stats.poisson.pmf(k[:-1], lam) * np.diff(fk))
     assert abs(exact.gradient("poisson", theta, f).item() - reference) <= stats.poisson.pmf(k[-2], lam) + 1e-12
+
+
+def _records(finals, within_scale=1.0):
+    """Synthetic run records: trajectories ending at the given final lambdas, per estimator and seed."""
+    records = []
+    for (name, lambda0), values in finals.items():
+        for seed, final in enumerate(values):
+            wiggle = within_scale * (0.1 if name == "st" else 0.01) * np.cos(np.arange(5))
+            records.append({"config": {"estimator": name, "lambda0": lambda0, "seed": seed},
+                            "result": {"lambda": list(final + wiggle - wiggle[-1]), "data_mean": lambda0}})
+    return records
+
+
+def test_per_seed_rows_hold_the_final_rate_and_the_within_run_spread():
+    records = _records({("st", 5.0): [5.1, 4.9], ("pwgf_mmd", 5.0): [5.0, 5.02]})
+    rows = pg.per_seed(records, window=3)
+    assert [(r["estimator"], r["seed"], r["final"]) for r in rows] == [("st", 0, 5.1), ("st", 1, 4.9), ("pwgf_mmd", 0, 5.0), ("pwgf_mmd", 1, 5.02)]
+    expected = float(np.std((0.1 * np.cos(np.arange(5)))[-3:], ddof=1))
+    assert rows[0]["within_std"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_compare_spreads_decides_clear_cases_and_pairs_by_seed():
+    rng = np.random.default_rng(0)
+    wide, narrow = 5 + 0.5 * rng.normal(size=20), 5 + 0.05 * rng.normal(size=20)
+    rows = pg.per_seed(_records({("st", 5.0): wide, ("pwgf_mmd", 5.0): narrow, ("reinforce", 5.0): wide[::-1]}), window=3)
+    smaller = pg.compare_spreads(rows, 5.0, "pwgf_mmd", "st", "final_std")
+    assert smaller["decision"] == "smaller" and smaller["ratio"] == pytest.approx(wide.std(ddof=1) / narrow.std(ddof=1))
+    assert smaller["interval"][0] <= smaller["ratio"] <= smaller["interval"][1]
+    assert pg.compare_spreads(rows, 5.0, "st", "pwgf_mmd", "final_std")["decision"] == "larger"
+    assert pg.compare_spreads(rows, 5.0, "reinforce", "st", "final_std")["decision"] == "no significant difference"
+    assert pg.compare_spreads(rows, 5.0, "pwgf_mmd", "st", "within_std")["decision"] == "smaller"
+    assert pg.compare_spreads(rows, 5.0, "pwgf_mmd", "st", "rmse")["decision"] == "smaller"
+
+
+def test_compare_spreads_rejects_unpaired_or_missing_runs():
+    rows = pg.per_seed(_records({("st", 5.0): [5.0, 5.1, 5.2], ("pwgf_mmd", 5.0): [5.0, 5.1]}), window=3)
+    with pytest.raises(ValueError, match="must share their seeds"):
+        pg.compare_spreads(rows, 5.0, "pwgf_mmd")
+    with pytest.raises(ValueError, match="no per-seed rows for estimator='muprop'"):
+        pg.compare_spreads(rows, 5.0, "muprop")
+    with pytest.raises(ValueError, match="unknown measure 'variance'"):
+        pg.compare_spreads(rows, 5.0, "pwgf_mmd", measure="variance")

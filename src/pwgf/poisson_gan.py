@@ -1,6 +1,6 @@
 r"""Poisson parameter inference with a GAN: the paper's Section 3.1 (Table 1, Figure 3) as resumable sweeps.
 
-Real data are :math:`N` draws from :math:`p = \mathrm{Poisson}(\lambda_0)`; the generator draws
+Real data are :math:`N_{\mathrm{data}}` draws from :math:`p = \mathrm{Poisson}(\lambda_0)`; the generator draws
 :math:`z \sim q_\lambda = \mathrm{Poisson}(\lambda)`; a discriminator :math:`w(z) = \sigma(\ell_\omega(z))`
 gives the probability that :math:`z` is real. One training iteration
 
@@ -17,7 +17,7 @@ gives the probability that :math:`z` is real. One training iteration
    All three are smooth in :math:`z` (the discriminator is a smooth network of a real input), so the
    straight-through and pWGF estimators can use :math:`\nabla_z f`.
 
-Each run draws one data set of :math:`N` = ``n_data`` real samples; every iteration takes a
+Each run draws one data set of :math:`N_{\mathrm{data}}` = ``n_data`` real samples; every iteration takes a
 mini-batch of ``batch`` of them uniformly with replacement and ``batch`` fresh generator samples;
 an epoch is ``iters`` iterations, and :math:`\lambda` is recorded after every epoch. The seed fixes
 the data set, the discriminator's initialization and every draw, so runs of different estimators
@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from pwgf import estimators, families
+from pwgf.bootstrap import paired_ratio_interval
 from pwgf._validate import check_choice, check_positive, check_positive_int
 from pwgf.results import atomic_write_json, atomic_write_text
 
@@ -75,6 +76,9 @@ __all__ = [
     "trajectories",
     "summarize",
     "write_summary",
+    "per_seed",
+    "SPREAD_MEASURES",
+    "compare_spreads",
 ]
 
 #: The estimators the experiment compares; ``"exact"`` is the oracle (truncated enumeration).
@@ -357,6 +361,14 @@ def _std(x: np.ndarray) -> float:
     return float(x.std(ddof=1)) if len(x) > 1 else math.nan
 
 
+def _check_window(window: int) -> int:
+    """``window`` as an int >= 2 (a standard deviation needs two epochs), or a ValueError."""
+    window = check_positive_int(window, "window")
+    if window < 2:
+        raise ValueError(f"window must be an integer >= 2 (a standard deviation needs two epochs), got {window}")
+    return window
+
+
 def summarize(records: Iterable[Mapping[str, Any]], window: int) -> list[dict[str, Any]]:
     """One row per (estimator, lambda0) with the fields :data:`SUMMARY_FIELDS`.
 
@@ -368,9 +380,7 @@ def summarize(records: Iterable[Mapping[str, Any]], window: int) -> list[dict[st
     that seed's data mean (the spread left once the finite-sample noise of the data is removed); ``clipped``: projections onto the lambda box, summed over seeds;
     ``paper_*``: the paper's Table 1 where it has the setting, else None.
     """
-    window = check_positive_int(window, "window")
-    if window < 2:
-        raise ValueError(f"window must be an integer >= 2 (a standard deviation needs two epochs), got {window}")
+    window = _check_window(window)
     rows = []
     for (name, lambda0), group in _groups(records, ("estimator", "lambda0")).items():
         if window > len(group[0]["result"]["lambda"]):
@@ -409,3 +419,62 @@ def write_summary(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any], o
     writer.writeheader()
     writer.writerows(rows)
     return json_path, atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
+
+
+def per_seed(records: Iterable[Mapping[str, Any]], window: int) -> list[dict[str, Any]]:
+    """One row per run, the per-seed numbers behind :func:`summarize` that :func:`compare_spreads` resamples.
+
+    ``final``: lambda after the last epoch; ``within_std``: the standard deviation (ddof = 1) of lambda
+    over the last ``window`` epochs of the run; ``data_mean``: the run's real-data sample mean.
+    """
+    window = _check_window(window)
+    rows = []
+    for r in records:
+        last = np.asarray(r["result"]["lambda"][-window:], dtype=np.float64)
+        rows.append({"estimator": r["config"]["estimator"], "lambda0": float(r["config"]["lambda0"]), "seed": int(r["config"]["seed"]),
+                     "final": float(last[-1]), "within_std": float(last.std(ddof=1)), "data_mean": float(r["result"]["data_mean"])})
+    return rows
+
+
+#: The spread measures of the Poisson verdict, as (per-seed field, statistic over seeds ``[..., seeds]``, lambda0):
+#: ``final_std`` the standard deviation of the final lambda across seeds, ``within_std`` the mean over seeds of the
+#: within-run standard deviation, ``rmse`` the root mean square of final lambda - lambda0.
+SPREAD_MEASURES: dict[str, tuple[str, Callable[[np.ndarray, float], np.ndarray]]] = {
+    "final_std": ("final", lambda x, lambda0: x.std(axis=-1, ddof=1)),
+    "within_std": ("within_std", lambda x, lambda0: x.mean(axis=-1)),
+    "rmse": ("final", lambda x, lambda0: np.sqrt(np.mean((x - lambda0) ** 2, axis=-1))),
+}
+
+
+def compare_spreads(
+    rows: Iterable[Mapping[str, Any]], lambda0: float, estimator: str, reference: str = "st", measure: str = "final_std", *,
+    level: float = 0.9,
+) -> dict[str, Any]:
+    """The Poisson verdict's decision rule: is ``estimator``'s spread smaller than ``reference``'s?
+
+    ``rows`` are :func:`per_seed` rows; ``measure`` is a key of :data:`SPREAD_MEASURES`. Returns ``ratio`` =
+    measure(reference) / measure(estimator) on all seeds, its bootstrap ``interval`` over seeds resampled
+    in pairs (:func:`pwgf.bootstrap.paired_ratio_interval` at ``level``), and the ``decision``:
+    ``"smaller"`` if the interval lies above 1 (the estimator's spread is significantly smaller),
+    ``"larger"`` if it lies below 1, ``"no significant difference"`` otherwise. The Poisson page's verdict
+    and the Verdict chapter both decide with this function.
+    """
+    check_choice(measure, list(SPREAD_MEASURES), "measure")
+    field, statistic = SPREAD_MEASURES[measure]
+    rows = [r for r in rows if float(r["lambda0"]) == float(lambda0)]
+
+    def values(name: str) -> tuple[np.ndarray, list[int]]:
+        by_seed = {int(r["seed"]): float(r[field]) for r in rows if r["estimator"] == name}
+        if not by_seed:
+            raise ValueError(f"no per-seed rows for estimator={name!r}, lambda0={lambda0!r}")
+        return np.array([by_seed[s] for s in sorted(by_seed)]), sorted(by_seed)
+
+    (num, num_seeds), (den, den_seeds) = values(reference), values(estimator)
+    if num_seeds != den_seeds:
+        raise ValueError(f"{reference!r} and {estimator!r} must share their seeds for a paired comparison, got {num_seeds} and {den_seeds}")
+    stat = lambda x: statistic(x, float(lambda0))  # noqa: E731
+    ratio = float(stat(num) / stat(den))
+    low, high = paired_ratio_interval(num, den, stat, level=level)
+    decision = "smaller" if low > 1 else "larger" if high < 1 else "no significant difference"
+    return {"measure": measure, "estimator": estimator, "reference": reference, "lambda0": float(lambda0), "level": level,
+            "ratio": ratio, "interval": (low, high), "decision": decision, "n_seeds": len(num_seeds)}

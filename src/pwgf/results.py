@@ -1,8 +1,15 @@
-"""Experiment results on disk: atomic writes, JSON records and the file name of a run.
+"""Experiment results on disk: atomic writes, JSON records, the file name of a run, and where the summaries live.
 
 Every file is written atomically (a temporary file in the same folder, flushed and fsync'ed, then
 ``os.replace``), so a process killed mid-write leaves either the old file or the whole new one,
 never a half-written one. :mod:`pwgf.sweep` stores one such file per run of a sweep.
+
+Each experiment notebook ``notebooks/<experiment>.md`` writes its summary to
+``<results>/<experiment>/summary.json``, where ``<results>`` is the environment variable
+``PWGF_RESULTS_DIR`` (an absolute path; ``make book`` and ``make test`` set it) or, when that is unset,
+the ``results`` folder of the repository root (the nearest parent of the working directory that holds
+``_toc.yml``). :func:`summary_path` is the one place that resolves it; chapters that report
+experimental results read them with :func:`read_summary`.
 """
 
 from __future__ import annotations
@@ -15,7 +22,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "read_json", "run_key"]
+__all__ = [
+    "RESULTS_ENV",
+    "atomic_open",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "run_key",
+    "results_dir",
+    "summary_path",
+    "read_summary",
+]
+
+#: Environment variable naming the folder that holds one sub-folder of results per experiment.
+RESULTS_ENV = "PWGF_RESULTS_DIR"
 
 
 @contextmanager
@@ -62,3 +82,45 @@ def run_key(config: Mapping[str, Any]) -> str:
         value = str(config[key]).replace("/", "-").replace(" ", "")
         parts.append(f"{key}={value}")
     return "__".join(parts)
+
+
+def results_dir(start: str | Path | None = None) -> Path:
+    """The folder of experiment results: ``$PWGF_RESULTS_DIR``, else ``results/`` of the repository root.
+
+    The repository root is the nearest of ``start`` (default: the working directory) and its parents
+    that holds ``_toc.yml``. Raises FileNotFoundError if the variable is unset and no such folder exists,
+    ValueError if the variable is set to a relative path.
+    """
+    configured = os.environ.get(RESULTS_ENV)
+    if configured:
+        path = Path(configured)
+        if not path.is_absolute():
+            raise ValueError(f"{RESULTS_ENV} must be an absolute path, got {configured!r}")
+        return path
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file():
+            return folder / "results"
+    raise FileNotFoundError(
+        f"{RESULTS_ENV} is not set and no parent of {here} holds _toc.yml: set {RESULTS_ENV} to the folder "
+        "of experiment results, or run from inside the repository"
+    )
+
+
+def summary_path(experiment: str, start: str | Path | None = None) -> Path:
+    """``<results>/<experiment>/summary.json``, the summary the notebook ``notebooks/<experiment>.md`` writes."""
+    if not experiment or Path(experiment).name != experiment:
+        raise ValueError(f"experiment must be a notebook name such as 'poisson_inference', got {experiment!r}")
+    return results_dir(start) / experiment / "summary.json"
+
+
+def read_summary(experiment: str, start: str | Path | None = None) -> Any:
+    """The summary an experiment wrote (see :func:`summary_path`); a clear error if it has not been run."""
+    path = summary_path(experiment, start)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no summary of the experiment {experiment!r} at {path}: run `make experiments` (book scale), or "
+            f"execute notebooks/{experiment}.md with papermill and output_dir={path.parent} "
+            f"(see the README), or point {RESULTS_ENV} at a folder that holds {experiment}/summary.json"
+        )
+    return read_json(path)
