@@ -1,5 +1,6 @@
 """pWGF surrogate builders: ST identities, MMD projection against autograd, the surrogate contract, errors."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -214,3 +215,58 @@ def test_model_benchmark_times_a_training_step_per_estimator():
     rows = {r["estimator"]: r for r in record["rows"]}
     assert rows["st"]["over_st"] == 1.0 and rows["reinmax"]["target"] == bench.MODEL_TARGETS["reinmax"]
     assert all(r["median_s"] > 0 for r in rows.values()) and record["shape"] == bench.MODEL_SHAPE
+
+
+# ---- the paper's MMD step: mmd_argmin against numerical minimization of mmd.mmd_squared ----------
+
+
+def _numerical_argmin(family, y, h, bounds):
+    from scipy import optimize
+
+    def objective(value):
+        theta = torch.tensor([value]) if family != "categorical" else None
+        return mmd.mmd_squared(family, theta, y, h).item()
+
+    grid = np.linspace(*bounds, 301)
+    start = grid[np.argmin([objective(v) for v in grid])]
+    step = grid[1] - grid[0]
+    lo, hi = max(bounds[0], start - step), min(bounds[1], start + step)
+    return optimize.minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-12}).x
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.3, -0.6, 2.0])
+def test_bernoulli_paper_step_is_the_argmin_clipped(shift):
+    g = torch.Generator().manual_seed(12)
+    z = torch.bernoulli(torch.full((40, 1), 0.4), generator=g)
+    y = z - shift * torch.rand(40, 1, generator=g)
+    got = projection.mmd_argmin("bernoulli", torch.tensor([0.4]), y, torch.tensor(1.0))
+    ref = _numerical_argmin("bernoulli", y, 1.0, (0.0, 1.0))
+    # The objective is quadratic with curvature 4(1 - K(1,0)) ~ 1.6: the bounded search's 1e-12 on x is the tolerance.
+    assert abs(got.item() - ref) < 1e-7
+
+
+@pytest.mark.parametrize(("rate", "h", "shift"), [(0.3, 1.0, 0.2), (3.0, 1.0, 0.5), (3.0, 2.5, -1.0), (40.0, 6.0, 3.0), (5.0, 1.0, 8.0)])
+def test_poisson_paper_step_is_the_argmin(rate, h, shift):
+    g = torch.Generator().manual_seed(13)
+    z = torch.poisson(torch.full((64, 1), rate), generator=g)
+    y = z - shift * torch.rand(64, 1, generator=g)
+    got = projection.mmd_argmin("poisson", torch.tensor([rate]), y, torch.tensor(h)).item()
+    upper = 2 * (max(rate, y.max().item()) + h) + 1
+    ref = _numerical_argmin("poisson", y, h, (1e-6, upper))
+    # Both search the same smooth function; the zoom shrinks its bracket by 16^11 and minimize_scalar stops at
+    # 1e-12, but a minimum is flat: |x - x*| ~ sqrt(2 * rounding / curvature) ~ 1e-7 for objective rounding 1e-16.
+    assert abs(got - ref) < 1e-6 * max(1.0, ref)
+
+
+def test_categorical_paper_step_is_the_simplex_argmin():
+    from scipy import optimize
+
+    g = torch.Generator().manual_seed(14)
+    y = torch.eye(3)[torch.randint(3, (30,), generator=g)][:, None, :] + 0.2 * torch.randn(30, 1, 3, generator=g)
+    got = projection.mmd_argmin("categorical", torch.full((1, 3), 1 / 3), y, torch.tensor(0.8))[0]
+    res = optimize.minimize(
+        lambda p: mmd.mmd_squared("categorical", torch.tensor(p)[None].clamp_min(1e-300), y, 0.8).item(),
+        np.full(3, 1 / 3), method="SLSQP", bounds=[(0, 1)] * 3,
+        constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1}], options={"ftol": 1e-15, "maxiter": 500},
+    )
+    assert np.abs(got.numpy() - res.x).max() < 1e-5  # SLSQP's accuracy on a quadratic over the simplex

@@ -273,22 +273,23 @@ def mmd_argmin(kind: str, mean: torch.Tensor, y_tilde: torch.Tensor, h: torch.Te
     return _poisson_argmin(mean, y_tilde, h, tail)
 
 
-#: Grid points (in :math:`\sqrt\lambda`) and golden-section iterations of the Poisson projection.
-_POISSON_GRID, _GOLDEN_ITERATIONS = 64, 60
+#: Grid points of the Poisson projection's first search (in :math:`\sqrt\lambda`), of each zoom, and the number of zooms.
+_POISSON_GRID, _ZOOM_GRID, _ZOOMS = 64, 33, 11
 
 
 def _poisson_argmin(lam: torch.Tensor, y_tilde: torch.Tensor, h: torch.Tensor, tail: float) -> torch.Tensor:
     r""":math:`\argmin_{\lambda > 0} \Delta^2(\mathrm{Poisson}(\lambda), \{\tilde y_n\})` per coordinate, vectorized.
 
     :math:`\Delta^2` is smooth in :math:`\lambda` but need not be convex, so a grid of
-    ``_POISSON_GRID`` rates equally spaced in :math:`\sqrt\lambda` over
-    :math:`[\lambda_{\min}, \lambda_{\max}]` locates the basin of the global minimum, and golden-section
-    search inside the two neighbouring cells refines it (``_GOLDEN_ITERATIONS`` steps shrink the bracket
-    by :math:`0.618^{60} \approx 3\cdot10^{-13}`). :math:`\lambda_{\max} = 2(\max(\lambda, \max_n \tilde y_n) + h) + 1`
-    lies beyond every sample by more than a bandwidth, past which moving the rate further only loses
-    kernel mass; :math:`\lambda_{\min} = 10^{-6}` stands in for the boundary :math:`\lambda \to 0` (a
-    cloud left of 0 is best matched by the point mass at 0). The pmfs share one lattice
-    :math:`\{0,\dots,J\}`, :math:`J` the ``tail`` quantile of :math:`\lambda_{\max}`.
+    ``_POISSON_GRID`` rates equally spaced in :math:`\sqrt\lambda` over :math:`[\lambda_{\min}, \lambda_{\max}]`
+    locates the basin of the global minimum; then ``_ZOOMS`` times, a grid of ``_ZOOM_GRID`` points on
+    the two cells around the best point replaces the bracket by the two cells around its best point,
+    shrinking it by :math:`(\text{\_ZOOM\_GRID} - 1)/2 = 16` each time: :math:`16^{11} \approx 2\cdot10^{13}`
+    in all. :math:`\lambda_{\max} = 2(\max(\lambda, \max_n \tilde y_n) + h) + 1` lies beyond every
+    sample by more than a bandwidth, past which moving the rate further only loses kernel mass;
+    :math:`\lambda_{\min} = 10^{-6}` stands in for the boundary :math:`\lambda \to 0` (a cloud left of
+    0 is best matched by the point mass at 0). The pmfs share one lattice :math:`\{0,\dots,J\}`,
+    :math:`J` the ``tail`` quantile of :math:`\lambda_{\max}`.
     """
     dtype = lam.dtype
     high = 2 * (torch.maximum(lam, y_tilde.max(0).values) + h) + 1
@@ -300,20 +301,17 @@ def _poisson_argmin(lam: torch.Tensor, y_tilde: torch.Tensor, h: torch.Tensor, t
         pmf = torch.exp(j * torch.log(rate[..., None]) - rate[..., None] - torch.lgamma(j + 1))
         return mmd.lattice_self(pmf, pmf, h.reshape(-1, 1)) - 2 * (pmf * cross[:, None]).sum(-1)
 
-    grid = torch.linspace(0, 1, _POISSON_GRID, dtype=dtype)
-    roots = low.sqrt()[:, None] + grid * (high.sqrt() - low.sqrt())[:, None]
-    best = objective(roots.square()).argmin(-1, keepdim=True)
-    a = roots.gather(-1, (best - 1).clamp(min=0)).squeeze(-1).square()
-    b = roots.gather(-1, (best + 1).clamp(max=_POISSON_GRID - 1)).squeeze(-1).square()
-    ratio = (5**0.5 - 1) / 2
-    x1, x2 = b - ratio * (b - a), a + ratio * (b - a)
-    f1, f2 = objective(x1[:, None])[:, 0], objective(x2[:, None])[:, 0]
-    for _ in range(_GOLDEN_ITERATIONS):
-        left = f1 <= f2  # the minimum lies in [a, x2], else in [x1, b]
-        a, b = torch.where(left, a, x1), torch.where(left, x2, b)
-        x1, x2 = torch.where(left, b - ratio * (b - a), x2), torch.where(left, x1, a + ratio * (b - a))
-        fresh = objective(torch.where(left, x1, x2)[:, None])[:, 0]
-        f1, f2 = torch.where(left, fresh, f2), torch.where(left, f1, fresh)
+    def best_cells(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two grid cells around each row's best point, as a bracket ``(a, b)``."""
+        best = objective(points).argmin(-1, keepdim=True)
+        last = points.shape[-1] - 1
+        return points.gather(-1, (best - 1).clamp(min=0))[:, 0], points.gather(-1, (best + 1).clamp(max=last))[:, 0]
+
+    roots = torch.linspace(0, 1, _POISSON_GRID, dtype=dtype)
+    a, b = best_cells((low.sqrt()[:, None] + roots * (high.sqrt() - low.sqrt())[:, None]).square())
+    zoom = torch.linspace(0, 1, _ZOOM_GRID, dtype=dtype)
+    for _ in range(_ZOOMS):
+        a, b = best_cells(a[:, None] + zoom * (b - a)[:, None])
     return (a + b) / 2
 
 
