@@ -82,7 +82,7 @@ __all__ = [
 ]
 
 #: The estimators the experiment compares; ``"exact"`` is the oracle (truncated enumeration).
-ESTIMATOR_NAMES: tuple[str, ...] = ("pwgf_mmd", "st", "muprop", "reinforce", "exact")
+ESTIMATOR_NAMES: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin", "st", "muprop", "reinforce", "exact")
 GENERATOR_LOSSES: tuple[str, ...] = ("paper", "nonsaturating", "minimax")
 #: The paper's Table 1 (lambda0 = 5, after 100 epochs): mean and "std" of the inferred lambda.
 PAPER_LAMBDA0: float = 5.0
@@ -103,7 +103,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
 _CONFIG_KEYS = frozenset(
     {"estimator", "seed", "lambda0", "lambda_init", "n_data", "epochs", "iters", "batch", "lr_g", "lr_d", "width", "loss", "eps", "bw", "var_reps", "code"}
 )
-_USES_EPS_BW = frozenset({"pwgf_mmd"})  # estimators that take the pWGF step eps and the MMD bandwidth
+_USES_EPS_BW = frozenset({"pwgf_mmd", "pwgf_mmd_argmin"})  # estimators that take the pWGF step eps and the MMD bandwidth
 #: The modules a run executes; their sources define :func:`code_version`.
 _RUN_MODULES = ("_validate", "families", "exact", "mmd", "projection", "relax", "estimators", "poisson_gan")
 _VARIANCE_STREAM = 0x5EED  # offset of the variance-measurement RNG stream from the run's seed
@@ -183,7 +183,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if c["bw"] != "median" and (isinstance(c["bw"], (str, bool)) or not isinstance(c["bw"], (int, float)) or not c["bw"] > 0):
             raise ValueError(f"bw (the MMD kernel bandwidth) must be a number > 0 or 'median', got {c['bw']!r}")
     elif c["eps"] is not None or c["bw"] is not None:
-        raise ValueError(f"eps and bw apply to pwgf_mmd only; set them to None for {c['estimator']!r}")
+        raise ValueError(f"eps and bw apply to {' and '.join(sorted(_USES_EPS_BW))} only; set them to None for {c['estimator']!r}")
     return c
 
 
@@ -291,7 +291,7 @@ def tuning_configs(
     eps_grid: Sequence[float],
     bw_grid: Sequence[float | str],
 ) -> list[dict[str, Any]]:
-    """The tuning sweep: every estimator x lambda0 x seed x grid point (``eps`` x ``bw`` only for pwgf_mmd).
+    """The tuning sweep: every estimator x lambda0 x seed x grid point (``eps`` x ``bw`` only for the pWGF-MMD estimators).
 
     Every config is validated here, so a bad setting fails before any run of the sweep starts.
     """
