@@ -26,15 +26,19 @@ def pytest_addoption(parser):
     parser.addoption("--executed-dir", help="write each notebook that nbval executed without error here")
 
 
+# Notebooks with a cell that failed or was skipped: never written.
+INCOMPLETE = pytest.StashKey[set]()
+
+
 def pytest_configure(config):
-    config.executed_failed = set()  # notebooks with a failed or skipped cell: never written
+    config.stash[INCOMPLETE] = set()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     if hasattr(item, "test_outputs") and not report.passed:
-        item.config.executed_failed.add(item.parent.nodeid)
+        item.config.stash[INCOMPLETE].add(item.parent.nodeid)
     return report
 
 
@@ -46,7 +50,7 @@ def pytest_runtest_teardown(item, nextitem):
     item.cell.outputs = item.test_outputs or []
     item.cell.execution_count = item.cell_num + 1
     notebook_done = nextitem is None or nextitem.parent is not item.parent
-    if notebook_done and item.parent.nodeid not in item.config.executed_failed:
+    if notebook_done and item.parent.nodeid not in item.config.stash[INCOMPLETE]:
         nb = item.parent.nb
         nbformat.validate(nb)
         target = Path(folder) / Path(str(item.parent.path)).name

@@ -14,6 +14,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import nbformat
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
 # TeX that MathJax should have consumed: its delimiters, or a backslash command right after a dollar.
 RAW_TEX = re.compile(r"\\\(|\\\[|\$\$|\$\\[A-Za-z]|\\begin\{")
 # Chromium asks every server for /favicon.ico by itself; no page of the site links to it.
@@ -114,9 +117,6 @@ def test_download_button_gives_the_executed_notebook(rendered, page):
 
 
 def test_search_finds_wasserstein(browser, base_url):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     browser.get(base_url + "search.html?q=Wasserstein")
     results = WebDriverWait(browser, 30).until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "ul.search li a"))
     pages = {urlsplit(a.get_attribute("href")).path for a in results}
