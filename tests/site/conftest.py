@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_build" / "html"
@@ -32,6 +34,11 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 WIDE, NARROW, HEIGHT = 1280, 400, 900
+
+# True once the page is loaded and is not a redirect (the site's index.html forwards to the first chapter).
+ARRIVED = """
+return document.readyState === "complete" && !document.querySelector('meta[http-equiv="refresh" i]');
+"""
 
 # Resolves once MathJax has typeset the page (null on a page that does not load MathJax).
 WAIT_FOR_MATHJAX = """
@@ -182,13 +189,22 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+def load(driver, url: str) -> str | None:
+    """Open a page, follow a redirect to its target, and wait until MathJax has typeset it; return
+    MathJax's version (None on a page without MathJax) or what went wrong with it."""
+    driver.get(url)
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda driver: driver.execute_script(ARRIVED)
+    )
+    return driver.execute_async_script(WAIT_FOR_MATHJAX)
+
+
 def open_page(driver, url: str) -> dict:
     """Load a page, wait until its formulas are typeset and its images settled, and return what
     the reader gets: the page's facts, its console errors and every URL it requested."""
     driver.get_log("browser")  # drop what earlier pages logged
     driver.get_log("performance")
-    driver.get(url)
-    mathjax = driver.execute_async_script(WAIT_FOR_MATHJAX)
+    mathjax = load(driver, url)
     facts = driver.execute_async_script(PAGE_FACTS)
     requests = []
     for entry in driver.get_log("performance"):
@@ -215,8 +231,7 @@ def narrow(browser, base_url):
     """narrow(page): horizontal overflow of a page in a 400-pixel-wide window."""
 
     def measure(page: str) -> dict:
-        browser.get(base_url + page)
-        browser.execute_async_script(WAIT_FOR_MATHJAX)
+        load(browser, base_url + page)
         return browser.execute_script(OVERFLOW)
 
     browser.set_window_size(NARROW, HEIGHT)
