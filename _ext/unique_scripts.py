@@ -2,8 +2,8 @@
 
 Sphinx 7 adds an inline script registered after the builder started (sphinx-thebe's and
 sphinx-togglebutton's settings) to every page twice; the second copy of sphinx-thebe's
-``const THEBE_JS_URL`` then raises a SyntaxError in the browser. Sphinx 8.2 fixed this
-(sphinx-doc/sphinx#13402); the book is on Sphinx 7 with Jupyter Book 1.
+``const THEBE_JS_URL`` then raises a SyntaxError in the browser. Sphinx 8.2 fixed this;
+the book is on Sphinx 7, which Jupyter Book 1 requires.
 """
 
 from sphinx.application import Sphinx
