@@ -17,17 +17,28 @@ export OMP_NUM_THREADS
 CHAPTERS := $(sort $(wildcard book/*.md))
 EXPERIMENTS := $(patsubst notebooks/%.md,%,$(sort $(wildcard notebooks/*.md)))
 LIBRARY := $(sort $(wildcard src/pwgf/*.py))
-# The execution cache keys on cell source only; this fingerprint of the library and the pinned
-# environment clears it (and Sphinx's environment) whenever either changes.
-FINGERPRINT = $(shell cat $(LIBRARY) requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+# The execution cache keys on cell source only; this fingerprint of the library, the pinned
+# environment and the experiments' summaries (which chapters may read) clears it (and Sphinx's
+# environment) whenever one of them changes.
+FINGERPRINT = $(shell cat $(LIBRARY) requirements.txt pyproject.toml $(wildcard $(RESULTS_DIR)/*/summary.json) | sha256sum | cut -c1-16)
+# Experiments write to $(RESULTS_DIR)/NAME; chapters read the summaries from $$PWGF_RESULTS_DIR/NAME.
+RESULTS_DIR := results
 TEST_DIR := _build/test
+TEST_RESULTS_DIR := $(CURDIR)/$(TEST_DIR)/results
+# The test-scale site is built from a copy of the root (symlinks) whose experiments/ holds the
+# test-scale runs, and is then moved to _build/html with this marker, so the next `make book`
+# rewrites every page.
+TEST_SITE := $(TEST_DIR)/site
+TEST_SITE_MARKER := _build/html/.test-scale
 
-.PHONY: help setup book experiments chapters-ipynb cache-guard test test-unit test-notebooks bench notebooks-branch clean
+.PHONY: help setup book experiments chapters-ipynb cache-guard test test-unit test-notebooks test-build test-site bench notebooks-branch clean
 
 help:
 	@echo "make setup        create $(VENV) and install the pinned environment (requirements.txt) and pwgf"
 	@echo "make book         run the experiments at book scale, then build the site into _build/html"
-	@echo "make test         unit tests for src/pwgf, then nbval over every chapter and experiment notebook"
+	@echo "make test         unit tests for src/pwgf, nbval over every chapter and experiment notebook, then the"
+	@echo "                  whole site built from those executions into _build/html (test scale)"
+	@echo "make test-site    open every page of _build/html in headless Chromium and check it"
 	@echo "make experiments  run only the experiment notebooks at book scale (results/, experiments/)"
 	@echo "make clean        remove _build (results/ and experiments/ are kept: sweeps resume)"
 
@@ -46,7 +57,8 @@ experiments: $(EXPERIMENTS:%=experiments/%.ipynb)
 experiments/%.ipynb: notebooks/%.md notebooks/params/%.book.yaml $(LIBRARY) $(STAMP)
 	@mkdir -p _build/papermill experiments
 	$(BIN)/jupytext --quiet --to ipynb --output _build/papermill/$*.ipynb $<
-	$(BIN)/papermill --cwd . -f notebooks/params/$*.book.yaml _build/papermill/$*.ipynb _build/papermill/$*.executed.ipynb
+	$(BIN)/papermill --cwd . -f notebooks/params/$*.book.yaml -p output_dir $(RESULTS_DIR)/$* \
+	  _build/papermill/$*.ipynb _build/papermill/$*.executed.ipynb
 	@mv _build/papermill/$*.executed.ipynb $@
 
 # --- the site ---
@@ -60,9 +72,10 @@ cache-guard:
 	  rm -rf _build/.jupyter_cache _build/.doctrees _build/jupyter_execute _build/html; \
 	  echo "$(FINGERPRINT)" > _build/.fingerprint; \
 	fi
+	@if [ -e $(TEST_SITE_MARKER) ]; then echo "replacing the test-scale site in _build/html"; rm -rf _build/html; fi
 
 book: $(STAMP) experiments chapters-ipynb cache-guard
-	$(BIN)/jupyter-book build . --warningiserror --keep-going --builder html
+	PWGF_RESULTS_DIR=$(CURDIR)/$(RESULTS_DIR) $(BIN)/jupyter-book build . --warningiserror --keep-going --builder html
 	@echo "site: $(CURDIR)/_build/html/index.html"
 
 # Publish generated notebooks on the branch the launch buttons open (repository.branch in _config.yml).
@@ -75,30 +88,52 @@ notebooks-branch: experiments chapters-ipynb
 	echo "branch 'notebooks' updated: push it to publish"
 
 # --- tests ---
-test: test-unit test-notebooks
+test: test-unit test-notebooks test-build
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) tests
 
 # Chapters are converted into a scratch folder; experiment notebooks get their small test
-# parameters injected by papermill (--prepare-only) and are then executed once, by nbval.
+# parameters injected by papermill (--prepare-only). nbval then executes each once, experiments
+# first (chapters may read their summaries), and keeps every executed notebook (tests/executed_notebooks.py).
+NBVAL = PYTHONPATH=tests PWGF_RESULTS_DIR=$(TEST_RESULTS_DIR) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
+  -p no:cacheprovider -p executed_notebooks --nbval-lax --nbval-cell-timeout=600 -o testpaths= --rootdir=$(TEST_DIR)
+
 test-notebooks: $(STAMP)
-	@rm -rf $(TEST_DIR) && mkdir -p $(TEST_DIR)/book $(TEST_DIR)/notebooks $(TEST_DIR)/results
+	@rm -rf $(TEST_DIR) && mkdir -p $(TEST_DIR)/book $(TEST_DIR)/notebooks $(TEST_RESULTS_DIR)
 	@for md in $(CHAPTERS); do \
 	  $(BIN)/jupytext --quiet --to ipynb --output $(TEST_DIR)/book/$$(basename $${md%.md}).ipynb $$md; \
 	done
 	@for name in $(EXPERIMENTS); do \
 	  $(BIN)/jupytext --quiet --to ipynb --output $(TEST_DIR)/notebooks/$$name.source.ipynb notebooks/$$name.md; \
 	  $(BIN)/papermill --prepare-only -f notebooks/params/$$name.test.yaml \
-	    -p output_dir $(CURDIR)/$(TEST_DIR)/results/$$name \
+	    -p output_dir $(TEST_RESULTS_DIR)/$$name \
 	    $(TEST_DIR)/notebooks/$$name.source.ipynb $(TEST_DIR)/notebooks/$$name.ipynb; \
 	  rm $(TEST_DIR)/notebooks/$$name.source.ipynb; \
 	done
 	@n=$$(ls $(TEST_DIR)/book/*.ipynb $(TEST_DIR)/notebooks/*.ipynb | wc -l); \
 	 want=$$(( $(words $(CHAPTERS)) + $(words $(EXPERIMENTS)) )); \
 	 [ "$$n" -eq "$$want" ] || { echo "expected $$want notebooks to test, found $$n"; exit 1; }
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -p no:cacheprovider --nbval-lax --nbval-cell-timeout=600 \
-	  -o testpaths= --rootdir=$(TEST_DIR) $(TEST_DIR)/book $(TEST_DIR)/notebooks
+	$(NBVAL) --executed-dir $(TEST_DIR)/executed/experiments $(TEST_DIR)/notebooks
+	$(NBVAL) --executed-dir $(TEST_DIR)/executed/book $(TEST_DIR)/book
+
+# The whole site, with -W, from the executions above: chapters through the build's execution cache
+# (the build fails if it had to execute one again), experiment pages from their test-scale runs.
+test-build: test-notebooks chapters-ipynb
+	@rm -rf $(TEST_SITE) && mkdir -p $(TEST_SITE)/experiments
+	@for entry in *; do \
+	  case $$entry in _build|experiments|results) ;; *) ln -s $(CURDIR)/$$entry $(TEST_SITE)/$$entry;; esac; \
+	done
+	@cp $(TEST_DIR)/executed/experiments/*.ipynb $(TEST_SITE)/experiments/
+	$(BIN)/python tests/executed_notebooks.py cache $(TEST_SITE)/_build/.jupyter_cache $(TEST_DIR)/executed/book/*.ipynb
+	PWGF_RESULTS_DIR=$(TEST_RESULTS_DIR) $(BIN)/jupyter-book build $(TEST_SITE) --warningiserror --keep-going --builder html
+	$(BIN)/python tests/executed_notebooks.py check $(TEST_SITE)/_build/.jupyter_cache
+	@rm -rf _build/html && mv $(TEST_SITE)/_build/html _build/html && touch $(TEST_SITE_MARKER)
+	@echo "test-scale site: $(CURDIR)/_build/html/index.html"
+
+# Opens every page of _build/html (from `make test` or `make book`) in headless Chromium.
+test-site: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/site
 
 bench: $(STAMP)
 	$(BIN)/python -m pwgf.bench --output _build/bench.json

@@ -44,6 +44,7 @@ EXPECTED = {
 def build(site: Path, pages: dict[str, str]) -> tuple[int, str]:
     shutil.copy(ROOT / "_config.yml", site)
     shutil.copy(ROOT / "references.bib", site)
+    shutil.copytree(ROOT / "_ext", site / "_ext")  # the configuration's local Sphinx extensions
     (site / "book").mkdir()
     # Citations resolve only against a bibliography directive, as on the book's References page.
     pages = {**pages, "references": "# References\n\n```{bibliography}\n```\n"}
