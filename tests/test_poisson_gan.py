@@ -31,7 +31,7 @@ def config(estimator: str = "st", **changes):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"estimator": "gumbel"}, "unknown estimator 'gumbel'; valid: exact, muprop, pwgf_mmd, reinforce, st"),
+        ({"estimator": "gumbel"}, "unknown estimator 'gumbel'; valid: exact, muprop, pwgf_mmd, pwgf_mmd_argmin, reinforce, st"),
         ({"lambda0": 0.0}, "lambda0 must be > 0"),
         ({"lambda0": -5.0}, "lambda0 must be > 0"),
         ({"batch": 0}, "batch must be an integer >= 1"),
@@ -43,7 +43,7 @@ def config(estimator: str = "st", **changes):
         ({"seed": -1}, "seed must be an integer >= 0"),
         ({"var_reps": 1.5}, "var_reps must be 0 \\(off\\) or an integer >= 2"),
         ({"var_reps": 1}, "var_reps must be 0 \\(off\\) or an integer >= 2"),
-        ({"eps": 0.1}, "eps and bw apply to pwgf_mmd only"),
+        ({"eps": 0.1}, "eps and bw apply to pwgf_mmd and pwgf_mmd_argmin only"),
         ({"extra": 1}, "unknown \\['extra'\\]"),
         ({"code": None}, "code must be a string"),
     ],
