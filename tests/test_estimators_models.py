@@ -170,7 +170,7 @@ def test_control_variates_train_on_the_variance_of_the_whole_batch():
         (lambda g: E.surrogate("reinforce", problem("bernoulli")[0], f_bernoulli, 1, generator=g), "n_samples must be >= 2 for estimator 'reinforce'"),
         (lambda g: E.surrogate("st", problem("bernoulli")[0], f_bernoulli, 0, generator=g), "n_samples must be an integer >= 1"),
         (lambda g: E.surrogate("nope", problem("bernoulli")[0], f_bernoulli, 2, generator=g), "unknown estimator 'nope'; valid: arm"),
-        (lambda g: E.surrogate("st", problem("bernoulli")[0], f_bernoulli, generator=g), r"expected \(f, n_samples\)"),
+        (lambda g: E.surrogate("st", problem("bernoulli")[0], f_bernoulli, generator=g), r"expected \(f, n_samples\) after the distribution, got 1 of them"),
     ],
 )
 def test_bad_input_raises_before_any_sampling(call, message):
@@ -245,3 +245,11 @@ def test_st_is_biased_across_two_layers():
     draws = layered_estimates("st", "st", 4000, 11)
     z = (draws.mean(0) - reference) / (draws.std(0) / 4000**0.5)
     assert z.abs().max() > 4
+
+
+def test_cost_and_sample_count_may_be_given_by_keyword():
+    dist, f = problem("bernoulli")
+    by_position = E.estimate("reinmax", dist, f, 3, generator=gen(4))
+    by_keyword = E.estimate("reinmax", dist, f=f, n_samples=3, generator=gen(4), temperature=1.0)
+    assert torch.equal(by_position, by_keyword)
+    assert E.surrogate("st", dist, f=f, n_samples=2, generator=gen(4)).shape == (3,)

@@ -407,7 +407,7 @@ def surrogate(name: str, dist: Any, *args: Any, generator: torch.Generator | Non
     ValueError naming the expected shape at its first evaluation.
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
-    q, (f, n_samples) = resolve(dist, args, ("f", "n_samples"))
+    q, (f, n_samples) = resolve(dist, args, ("f", "n_samples"), opts)
     spec, n_samples = _checked(name, q, n_samples, generator, opts)
     with torch.enable_grad():
         return spec.builder(q, f, n_samples, generator=generator, **opts)
@@ -421,7 +421,7 @@ def estimate(name: str, dist: Any, *args: Any, generator: torch.Generator | None
     form), so row ``b`` is example ``b``'s estimate; the parameters of ``f`` receive no gradient.
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
-    q, leaf, (f, n_samples) = resolve_leaf(dist, args, ("f", "n_samples"))
+    q, leaf, (f, n_samples) = resolve_leaf(dist, args, ("f", "n_samples"), opts)
     spec, n_samples = _checked(name, q, n_samples, generator, opts)
     with torch.enable_grad():
         loss = spec.builder(q, f, n_samples, generator=generator, **opts).sum()
@@ -431,7 +431,7 @@ def estimate(name: str, dist: Any, *args: Any, generator: torch.Generator | None
 
 def estimates(name: str, dist: Any, *args: Any, generator: torch.Generator | None = None, **opts: Any) -> torch.Tensor:
     """``replicates`` independent calls of :func:`estimate` stacked into ``[replicates, *parameter.shape]``: ``estimates(name, dist, f, n_samples, replicates)`` or the family form."""
-    _, (f, n_samples, replicates) = resolve(dist, args, ("f", "n_samples", "replicates"))
+    _, (f, n_samples, replicates) = resolve(dist, args, ("f", "n_samples", "replicates"), opts)
     replicates = check_positive_int(replicates, "replicates")
     head = (dist, *args[:1]) if isinstance(dist, str) else (dist,)
     return torch.stack([estimate(name, *head, f, n_samples, generator=generator, **opts) for _ in range(replicates)])
@@ -451,7 +451,7 @@ def measure(
     ``points``: points at which ``f`` is evaluated per estimate (rows of its input batches, all calls
     counted), ``seconds``: wall-clock time per estimate.
     """
-    q, (f, n_samples, replicates) = resolve(dist, args, ("f", "n_samples", "replicates"))
+    q, (f, n_samples, replicates) = resolve(dist, args, ("f", "n_samples", "replicates"), opts)
     replicates = check_positive_int(replicates, "replicates")
     if replicates < 2:
         raise ValueError(f"replicates must be >= 2 to estimate a variance, got {replicates}")
@@ -504,7 +504,7 @@ def tune(
     (those of ``f`` are left untouched). Returns :math:`\lVert\hat g\rVert^2` per step.
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
-    q, leaf, (f, n_samples, parameters) = resolve_leaf(dist, args, ("f", "n_samples", "parameters"))
+    q, leaf, (f, n_samples, parameters) = resolve_leaf(dist, args, ("f", "n_samples", "parameters"), opts)
     steps = check_positive_int(steps, "steps")
     check_positive(float(lr), "lr")
     if not parameters or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in parameters):

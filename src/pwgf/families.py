@@ -101,12 +101,15 @@ def support(family: str, theta: torch.Tensor, *, tail: float = POISSON_TAIL, max
     return as_discrete(distribution(family, theta)).support(tail, max_states)
 
 
-def resolve(first: Any, args: tuple[Any, ...], names: tuple[str, ...]) -> tuple[Discrete, tuple[Any, ...]]:
+def resolve(
+    first: Any, args: tuple[Any, ...], names: tuple[str, ...], keywords: dict[str, Any] | None = None
+) -> tuple[Discrete, tuple[Any, ...]]:
     """Both call forms of the estimator entry points: ``(dist, *rest)`` or the family form ``(family, theta, *rest)``.
 
     The family form is :func:`distribution`, an ``Independent`` product over the coordinates of
     ``theta`` (batch shape ``[]``, event shape ``theta.shape``). ``names`` are the remaining
-    positional arguments, for the message when their number is wrong.
+    arguments; trailing ones not given by position are taken (and removed) from ``keywords``, so that
+    ``surrogate("st", dist, f=cost, n_samples=4)`` works as well.
     """
     if isinstance(first, str):
         check_choice(first, FAMILIES, "family")
@@ -115,17 +118,21 @@ def resolve(first: Any, args: tuple[Any, ...], names: tuple[str, ...]) -> tuple[
         q, rest = as_discrete(distribution(first, args[0])), args[1:]
     else:
         q, rest = as_discrete(first), args
+    if keywords is not None:
+        rest = (*rest, *(keywords.pop(name) for name in names[len(rest):] if name in keywords))
     if len(rest) != len(names):
-        raise ValueError(f"expected ({', '.join(names)}) after the distribution, got {len(rest)} positional argument(s)")
+        raise ValueError(f"expected ({', '.join(names)}) after the distribution, got {len(rest)} of them")
     return q, rest
 
 
-def resolve_leaf(first: Any, args: tuple[Any, ...], names: tuple[str, ...]) -> tuple[Discrete, torch.Tensor, tuple[Any, ...]]:
+def resolve_leaf(
+    first: Any, args: tuple[Any, ...], names: tuple[str, ...], keywords: dict[str, Any] | None = None
+) -> tuple[Discrete, torch.Tensor, tuple[Any, ...]]:
     """As :func:`resolve`, around a detached leaf copy of the parameter (``theta`` in the family form) to differentiate against.
 
     Returns the view, the leaf (``requires_grad``) and the remaining arguments.
     """
-    q, rest = resolve(first, args, names)
+    q, rest = resolve(first, args, names, keywords)
     if isinstance(first, str):
         leaf = args[0].detach().clone().requires_grad_(True)
         return as_discrete(distribution(first, leaf)), leaf, rest
