@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 from torch import distributions as D
 
-from pwgf.discrete import as_discrete, costs
+from pwgf.discrete import as_discrete, costs, replicate
 
 DT = torch.float64
 
@@ -104,3 +104,19 @@ def test_costs_checks_one_cost_per_sample_and_example():
         costs(lambda x: x.sum((-1, -2)), z, (4,))
     with pytest.raises(ValueError, match="got float"):
         costs(lambda x: 1.0, z, (4,))
+
+
+def test_replicate_gives_independent_copies_along_a_leading_axis():
+    logits = torch.tensor([[0.3, -1.0], [2.0, 0.1]], dtype=torch.float64, requires_grad=True)
+    copies = replicate(D.Independent(D.Bernoulli(logits=logits), 1), 3000)
+    q = as_discrete(copies)
+    assert copies.batch_shape == (3000, 2) and copies.event_shape == (2,) and q.parameter_name == "logits"
+    assert not q.parameter.requires_grad
+    z = q.sample(1, gen(0))[0]  # [3000, 2, 2]: one draw per copy
+    assert (z[:, 0] != z[:, 1]).any()  # the copies are not the same draw
+    # per coordinate, the frequency over the copies is within 4 standard errors of p
+    p = torch.sigmoid(logits.detach())
+    se = (p * (1 - p) / 3000).sqrt()
+    assert ((z.mean(0) - p).abs() < 4 * se).all()
+    with pytest.raises(ValueError, match="replicates must be an integer >= 1"):
+        replicate(D.Bernoulli(logits=logits), 0)

@@ -43,9 +43,9 @@ import numpy as np
 from scipy import stats
 
 from pwgf import relax
-from pwgf._validate import check_finite, check_positive
+from pwgf._validate import check_finite, check_positive, check_positive_int
 
-__all__ = ["KINDS", "Discrete", "as_discrete", "costs", "NOISE_DTYPE", "POISSON_TAIL", "poisson_truncation"]
+__all__ = ["KINDS", "Discrete", "as_discrete", "replicate", "costs", "NOISE_DTYPE", "POISSON_TAIL", "poisson_truncation"]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
@@ -138,6 +138,16 @@ class Discrete:
         dist = D.Independent(base, ndims) if ndims else base
         return Discrete(dist, base, self.kind, self.parameter_name)
 
+    def replicated(self, replicates: int) -> Discrete:
+        """The same distribution with ``replicates`` independent copies of every example along a new leading batch axis.
+
+        The parameter is detached and expanded (no copy): one estimator call on the result gives
+        ``replicates`` independent estimates, ``[replicates, *parameter.shape]``, for a cost that
+        broadcasts over leading axes.
+        """
+        replicates = check_positive_int(replicates, "replicates")
+        return self.with_parameter(self.parameter.detach().expand(replicates, *self.parameter.shape))
+
     # ---- sampling and densities ---------------------------------------------------------------
 
     def sample_shape(self, n: int) -> tuple[int, ...]:
@@ -205,6 +215,11 @@ class Discrete:
             raise ValueError(f"enumerating a {self.kind} event of {d} coordinates needs {len(values)}**{d} states > max_states={max_states}")
         index = torch.cartesian_prod(*[torch.arange(len(values))] * d).reshape(n_states, d) if d else torch.zeros(1, 0, dtype=torch.long)
         return values[index].reshape(n_states, *self.event_shape)
+
+
+def replicate(dist: Any, replicates: int) -> D.Distribution:
+    """``dist`` with ``replicates`` independent copies of every example along a new leading batch axis (:meth:`Discrete.replicated`)."""
+    return as_discrete(dist).replicated(replicates).dist
 
 
 def as_discrete(dist: Any) -> Discrete:
