@@ -144,7 +144,8 @@ def gapped_st(
 
     the derivative taken with :math:`m` held fixed. For a Bernoulli coordinate (logits :math:`(0, \ell)`)
     this is :math:`\tilde\ell = \max(\ell, \kappa)` if :math:`D = 1` and :math:`\min(\ell, -\kappa)` if
-    :math:`D = 0`. Biased; no noise beyond the sample itself, so its variance is that of ST's form.
+    :math:`D = 0`. Biased; it adds no noise beyond the sample itself (unlike the Gumbel estimators), so its
+    variance comes from the sample alone, as ST's does, with different weights.
     """
     check_positive(temperature, "temperature")
     check_positive(gap, "gap")
