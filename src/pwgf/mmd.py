@@ -27,16 +27,22 @@ for every rate; since :math:`0 \le K \le 1`, :math:`\sum_{j \notin S} p_j \le 2\
 :math:`\sum_{j \notin S} |\partial_\lambda p_j| \le 3\,\text{tail}`, the truncated value is within
 :math:`4\,\text{tail}` and the truncated gradient within :math:`20\,\text{tail}` of the exact ones, per
 coordinate, for rates from near 0 to the hundreds (the cut-offs come from the exact Poisson quantile function).
+
+On the integer lattice the kernel depends on the lag only, so a sum of lattice weights against the
+kernel, read at integer points, is a convolution: one FFT per coordinate (:func:`_smoothed`) gives the
+model-model terms, the curvature and the cross terms of drawn (integer) samples. Only moved samples, off
+the lattice, need a table of kernel values, :math:`N \cdot S` per coordinate (:func:`_lattice_cross`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import special
+from scipy.fft import next_fast_len
 
 from pwgf._validate import check_choice, check_finite, check_positive
-from pwgf.families import FAMILIES, POISSON_TAIL, poisson_truncation, validate_theta
+from pwgf.families import FAMILIES, POISSON_TAIL, validate_theta
 
 __all__ = [
     "Bandwidth",
@@ -52,6 +58,7 @@ __all__ = [
     "mmd_squared_grad",
     "moved_gradient",
     "mmd_metric",
+    "gauss_newton_terms",
     "lattice_self",
     "vertex_kernel",
 ]
@@ -65,15 +72,37 @@ Lattice = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def rbf_kernel(x: torch.Tensor, y: torch.Tensor | float, bandwidth: float | torch.Tensor) -> torch.Tensor:
-    r""":math:`K(x,y) = \exp(-(x-y)^2 / (2h^2))`, elementwise with broadcasting (scalar coordinates).
+    r""":math:`K(x,y) = \exp(-(x-y)^2 / (2h^2))`, elementwise with broadcasting (scalar coordinates), by :func:`_gaussian_`."""
+    t = x - y
+    return _gaussian_(t, _kernel_scale(torch.as_tensor(bandwidth, dtype=t.dtype)))
 
-    Computed as :math:`\exp(-t^2)` with :math:`t = (x-y)/(\sqrt2 h)`, in place when no gradient is
-    needed: the kernel tables of the estimators are the hot loop, ``[N, d, S]`` entries per call.
+
+def _kernel_scale(h: torch.Tensor) -> torch.Tensor:
+    r"""The factor :math:`-1/(2h^2)` of the kernel's exponent."""
+    return -0.5 / h**2
+
+
+def _gaussian_(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    r""":math:`\exp(\text{scale}\cdot t^2)` for a fresh tensor of differences ``t``, which it may overwrite.
+
+    Without gradients the table is built in the buffer of ``t`` (square, scale, :func:`_exp_`), or of the
+    scaled squares when ``scale`` adds dimensions: the kernel tables of the estimators are the hot loop,
+    ``[N, d, S]`` entries per call, and a second buffer of that size costs about as much as a pass over it.
     """
-    t = (x - y) * (torch.as_tensor(bandwidth, dtype=x.dtype) * _SQRT2).reciprocal()
-    if t.requires_grad:
-        return torch.exp(-t.square())
-    return t.square_().neg_().exp_()
+    if t.requires_grad or scale.requires_grad:
+        return torch.exp(t.square() * scale)
+    t.square_()
+    fits = scale.dim() <= t.dim() and all(b in (1, a) for a, b in zip(reversed(t.shape), reversed(scale.shape)))
+    return _exp_(t.mul_(scale) if fits else t * scale)
+
+
+def _exp_(x: torch.Tensor) -> torch.Tensor:
+    """``x.exp_()``; on the CPU through NumPy's vectorized ``exp``, which takes half the time of torch's for float64 and is as accurate (< 1 ulp)."""
+    if x.device.type != "cpu":
+        return x.exp_()
+    buffer = x.numpy()
+    np.exp(buffer, out=buffer)
+    return x
 
 
 def median_bandwidth(y: torch.Tensor) -> torch.Tensor:
@@ -83,7 +112,8 @@ def median_bandwidth(y: torch.Tensor) -> torch.Tensor:
     is taken over the :math:`N` cyclically adjacent pairs :math:`(n-1, n)` (indices mod :math:`N`): each is
     a pair of independent draws, so this estimates the same population median of
     :math:`\lVert Y - Y'\rVert` as the median over all :math:`N(N-1)/2` pairs, at cost :math:`O(Nd)` instead
-    of :math:`O(N^2 d)` (the lower middle value for even :math:`N`, as ``torch.median``). The floor
+    of :math:`O(N^2 d)` (the lower middle value for even :math:`N`, as ``torch.median``: the
+    :math:`\lceil N/2\rceil`-th smallest). The floor
     :math:`\delta` is the smallest distance between two support points (1 on the integer lattice,
     :math:`\sqrt 2` between one-hot vertices): moved samples of a Bernoulli or categorical coordinate
     cluster within :math:`O(\varepsilon)` of the vertices, the plain median is then :math:`O(\varepsilon)`
@@ -95,8 +125,8 @@ def median_bandwidth(y: torch.Tensor) -> torch.Tensor:
     if y.shape[0] < 2:
         return torch.full((y.shape[1],), floor, dtype=y.dtype)
     diff = y - y.roll(1, dims=0)
-    dist = diff.abs() if y.ndim == 2 else diff.square().sum(-1).sqrt()
-    return dist.T.contiguous().median(dim=-1).values.clamp(min=floor)
+    dist = diff.abs_() if y.ndim == 2 else diff.square_().sum(-1).sqrt_()
+    return dist.kthvalue((y.shape[0] + 1) // 2, dim=0).values.clamp_(min=floor)
 
 
 def resolve_bandwidth(bandwidth: Bandwidth, z_tilde: torch.Tensor) -> torch.Tensor:
@@ -116,43 +146,112 @@ def poisson_lattice(lam: torch.Tensor, tail: float = POISSON_TAIL) -> Lattice:
 
     :math:`\ell` = the ``tail`` quantile of the smallest rate (so :math:`P(Z<\ell)\le` ``tail``) and
     :math:`J` = :func:`pwgf.families.poisson_truncation` of the largest rate plus one (so
-    :math:`P(Z \ge J) \le` ``tail``, which bounds the left-out :math:`\sum_{j>J} j p_j = \lambda P(Z \ge J)`).
-    The pmf is computed in log space, differentiable in ``lam``. Returns ``j [S]``, ``p [d, S]``, ``dp [d, S]``.
+    :math:`P(Z \ge J) \le` ``tail``, which bounds the left-out :math:`\sum_{j>J} j p_j = \lambda P(Z \ge J)`),
+    both from :func:`_poisson_quantiles`. The pmf is computed in log space, differentiable in ``lam``.
+    Returns ``j [S]``, ``p [d, S]``, ``dp [d, S]``.
     """
+    return _lattice(lam, tail)[1]
+
+
+def _lattice(lam: torch.Tensor, tail: float) -> tuple[int, Lattice]:
+    r""":func:`poisson_lattice` and its first point :math:`\ell` as an int."""
+    if not 0.0 < tail < 1.0:
+        raise ValueError(f"tail must lie in (0, 1), got {tail!r}")
     rates = lam.detach().cpu().numpy()
-    lo = int(stats.poisson.ppf(tail, rates.min()))
-    hi = poisson_truncation(rates, tail) + 1
-    j = torch.arange(lo, hi + 1, dtype=lam.dtype)
+    lo, top = (int(k) for k in _poisson_quantiles(np.array([tail, 1.0 - tail]), np.array([rates.min(), rates.max()])))
+    j = torch.arange(lo, top + 2, dtype=lam.dtype)
     rate = lam[:, None]
-    p = torch.exp(j * torch.log(rate) - rate - torch.lgamma(j + 1))
-    return j, p, p * (j / rate - 1)
+    log_p = j * torch.log(rate) - rate - torch.lgamma(j + 1)
+    p = torch.exp(log_p) if log_p.requires_grad else _exp_(log_p)
+    return lo, (j, p, p * (j / rate - 1))
+
+
+def _poisson_quantiles(q: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    r"""The smallest integers :math:`k` with :math:`P(Z \le k) \ge q`, :math:`Z \sim \mathrm{Poisson}(\text{rate})`, elementwise.
+
+    ``scipy.stats.poisson.ppf``'s own algorithm (the ceiling of the continuous inverse
+    ``scipy.special.pdtrik``, one step lower where the CDF ``pdtr`` allows) without its generic argument
+    handling, which costs about eight times more for two points. scipy's ``isf(tail)`` is ``ppf(1 - tail)``, so
+    ``q = [tail, 1 - tail]`` gives the ``stats.poisson.ppf`` and :func:`pwgf.families.poisson_truncation`
+    values exactly (pinned by a test).
+    """
+    k = np.ceil(special.pdtrik(q, rate))
+    below = np.maximum(k - 1, 0)
+    return np.where(special.pdtr(below, rate) >= q, below, k)
 
 
 def _per_coordinate(h: torch.Tensor) -> torch.Tensor:
-    """Reshape a scalar or ``[d]`` bandwidth so it broadcasts against ``[..., d, S]``."""
+    """Reshape a scalar or ``[d]`` per-coordinate tensor (bandwidth, kernel scale) so it broadcasts against ``[..., d, S]``."""
     return h.reshape(-1, 1)
+
+
+def _smoothed(q: torch.Tensor, lo: int, scale: torch.Tensor, first: int, last: int) -> torch.Tensor:
+    r"""The kernel-smoothed lattice weights :math:`g(t) = \sum_k q_k K(k, t)` at every integer :math:`t \in [\text{first}, \text{last}]`.
+
+    ``q`` is ``[..., S]`` on the support :math:`\{lo, \dots, lo + S - 1\}`, the kernel's ``scale``
+    (:func:`_kernel_scale`) broadcasts to ``[...]``; returns ``[..., T]``, :math:`T = \text{last} -
+    \text{first} + 1`. On integers the kernel is the even lag kernel :math:`k(t - k) = K(t - k, 0)`, so
+    :math:`g(t) = \sum_s q_{lo+s}\, k(t - lo - s)` is the convolution of ``q`` with :math:`k` tabulated on
+    the lags :math:`[\text{first} - lo - S + 1, \text{last} - lo]`, read at positions :math:`S - 1, \dots,
+    S + T - 2`. It is computed by FFT of a length :math:`n \ge S + T - 1`, so no lag wraps around:
+    :math:`O(n \log n)` per row instead of :math:`S\,T` kernel values. The FFT's rounding error is a few
+    ulps of :math:`\lVert q\rVert_2 \lVert k\rVert_2 \log n`.
+    """
+    size, count = q.shape[-1], last - first + 1
+    n = next_fast_len(size + count - 1, real=True)
+    lag_kernel = _gaussian_(torch.arange(first - lo - size + 1, last - lo + 1, dtype=q.dtype), scale.unsqueeze(-1))
+    conv = torch.fft.irfft(torch.fft.rfft(q, n) * torch.fft.rfft(lag_kernel, n), n)
+    return conv[..., size - 1 : size - 1 + count]
 
 
 def lattice_self(p: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     r""":math:`\sum_{j,k} p_j q_k K(j,k)` per row; ``p, q`` are ``[..., S]`` on a support of consecutive integers, ``h`` broadcasts to ``[...]``.
 
-    On a lattice :math:`K(j,k)` depends on the lag :math:`\delta = k - j` only, so the double sum is
-    :math:`\sum_\delta K(\delta)\,c_\delta` with the cross-correlation :math:`c_\delta = \sum_j p_j q_{j+\delta}`,
-    computed by FFT (zero-padded to length :math:`2S`, so no lags wrap around): :math:`O(S\log S)` time and
-    :math:`O(S)` memory per coordinate instead of an :math:`S\times S` Gram matrix. The FFT's rounding
-    error is a few ulps of :math:`\lVert p\rVert_2\lVert q\rVert_2 \log S`.
+    :math:`= \sum_j p_j\, g(j)` with :math:`g` the smoothed ``q`` of :func:`_smoothed` on the support:
+    :math:`O(S\log S)` time and :math:`O(S)` memory per row instead of an :math:`S\times S` Gram matrix.
     """
-    n = 2 * p.shape[-1]
-    corr = torch.fft.irfft(torch.fft.rfft(p, n).conj() * torch.fft.rfft(q, n), n)  # index t <-> lag t (t < S) or t - n
-    index = torch.arange(n, dtype=p.dtype)
-    lags = torch.where(index < n // 2, index, index - n)
-    return (rbf_kernel(lags, 0.0, torch.as_tensor(h).unsqueeze(-1)) * corr).sum(-1)
+    size = p.shape[-1]
+    return (p * _smoothed(q, 0, _kernel_scale(torch.as_tensor(h, dtype=p.dtype)), 0, size - 1)).sum(-1)
 
 
-def _lattice_cross(dp: torch.Tensor, j: torch.Tensor, y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    r""":math:`-2\sum_m w_m \sum_j dp_j K(j, y_m)` per coordinate: ``dp [d, S]``, ``y [M, d]``, ``w [M]``. Cost O(M S d)."""
-    kern = rbf_kernel(y[..., None], j, _per_coordinate(h))  # [M, d, S]
-    return -2 * torch.einsum("m,mds,ds->d", w, kern, dp)
+def _lattice_cross(dp: torch.Tensor, j: torch.Tensor, y: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    r""":math:`-2\sum_m w_m \sum_j dp_j K(j, y_m)` per coordinate: ``dp [d, S]``, ``y [M, d]``, ``w [M]``, the kernel's ``scale`` scalar or ``[d]``.
+
+    The kernel table ``[M, d, S]`` (:func:`_gaussian_`) is summed over the samples first, one
+    matrix-vector product. Cost :math:`O(MSd)`.
+    """
+    kern = _gaussian_(y[..., None] - j, _per_coordinate(scale))
+    return -2 * torch.linalg.vecdot((w @ kern.flatten(1)).view_as(dp), dp)
+
+
+def _poisson_terms(
+    lo: int, lattice: Lattice, z: torch.Tensor, z_tilde: torch.Tensor, w: torch.Tensor, h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Moved gradient and curvature of Poisson coordinates (:func:`moved_gradient`, :func:`mmd_metric`) on a lattice starting at ``lo``, sharing one smoothing of :math:`\partial p`.
+
+    With :math:`g(t) = \sum_j \partial p_j K(j, t)` (:func:`_smoothed`) on every integer the lattice
+    and the drawn samples span, the curvature is :math:`2\sum_j \partial p_j\, g(j)` and the cross term
+    of the drawn (integer) samples is :math:`-2\sum_n w_n g(z_n)`; only the moved samples need the kernel
+    table (:func:`_lattice_cross`). Samples ``z`` that are not integer-valued, or integers spread over more
+    points than their table has entries, go through the table too.
+    """
+    j, _, dp = lattice
+    hi = lo + j.shape[0] - 1
+    scale = _kernel_scale(h).reshape(-1)
+    drawn = z.detach().cpu().numpy()
+    index = drawn.T.astype(np.int64)
+    first, last = min(lo, int(index.min())), max(hi, int(index.max()))
+    # the correlation spans every integer between the samples: worth it unless they spread wider than their table
+    integral = bool((index == drawn.T).all()) and last - first < z.shape[0] * j.shape[0]
+    if not integral:
+        first, last = lo, hi
+    g = _smoothed(dp, lo, scale, first, last)  # [d, last - first + 1]
+    curvature = 2 * torch.linalg.vecdot(dp, g[:, lo - first : hi - first + 1])
+    if integral:
+        unmoved = -2 * (g.gather(-1, torch.from_numpy(index - first)) @ w)
+    else:
+        unmoved = _lattice_cross(dp, j, z, w, scale)
+    return _lattice_cross(dp, j, z_tilde, w, scale) - unmoved, curvature
 
 
 def vertex_kernel(y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -245,7 +344,7 @@ def mmd_squared_grad_poisson(lam: torch.Tensor, z_tilde: torch.Tensor, bandwidth
     h = resolve_bandwidth(bandwidth, y)
     j, p, dp = poisson_lattice(lam.detach(), tail)
     w = torch.full((y.shape[0],), 1 / y.shape[0], dtype=lam.dtype)
-    return 2 * lattice_self(dp, p, h) + _lattice_cross(dp, j, y, w, h)
+    return 2 * lattice_self(dp, p, h) + _lattice_cross(dp, j, y, w, _kernel_scale(h))
 
 
 def mmd_squared_grad_categorical(probs: torch.Tensor, z_tilde: torch.Tensor, bandwidth: Bandwidth = 1.0) -> torch.Tensor:
@@ -290,6 +389,11 @@ def mmd_squared_grad(family: str, theta: torch.Tensor, z_tilde: torch.Tensor, ba
     return mmd_squared_grad_categorical(theta, z_tilde, bandwidth)
 
 
+def _sample_weights(n: int, weights: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """The sample weights :math:`w_n`: ``weights``, or :math:`1/N` each."""
+    return torch.full((n,), 1 / n, dtype=dtype) if weights is None else weights.to(dtype)
+
+
 def moved_gradient(
     family: str,
     mean: torch.Tensor,
@@ -305,7 +409,7 @@ def moved_gradient(
 
     The model-model term cancels, leaving the cross terms only,
     :math:`-2\sum_n w_n\sum_j \partial_m p_j\,[K(j,\tilde z_n) - K(j, z_n)]`, computed in one pass
-    over the stacked samples. ``mean`` is :math:`m` per coordinate: ``p [d]`` (Bernoulli),
+    over the stacked samples (Poisson: :func:`_poisson_terms`). ``mean`` is :math:`m` per coordinate: ``p [d]`` (Bernoulli),
     ``lambda [d]`` (Poisson), or the probability vectors ``[d, K]`` (categorical; the gradient is then
     in :math:`p` itself, before any chain rule through a normalization). ``z`` are the drawn samples,
     ``z_tilde`` the moved ones, ``weights`` the sample weights :math:`w_n` (default :math:`1/N`; a pmf
@@ -313,15 +417,14 @@ def moved_gradient(
     linear in them), ``h`` a resolved bandwidth (:func:`resolve_bandwidth`); ``mean`` is assumed valid.
     A Poisson ``lattice`` from :func:`poisson_lattice` may be passed to avoid recomputing it.
     """
-    n = z.shape[0]
-    w = torch.full((n,), 1 / n, dtype=mean.dtype) if weights is None else weights.to(mean.dtype)
+    w = _sample_weights(z.shape[0], weights, mean.dtype)
+    if family == "poisson":
+        lo, lattice = (int(lattice[0][0]), lattice) if lattice else _lattice(mean.detach(), tail)
+        return _poisson_terms(lo, lattice, z.to(mean.dtype), z_tilde.to(mean.dtype), w, h)[0]
     y = torch.cat([z_tilde, z]).to(mean.dtype)
     w = torch.cat([w, -w])
     if family == "bernoulli":
         return _bernoulli_cross(y, w, h)
-    if family == "poisson":
-        j, _, dp = lattice or poisson_lattice(mean.detach(), tail)
-        return _lattice_cross(dp, j, y, w, h)
     return _categorical_cross(y, w, h)
 
 
@@ -343,3 +446,17 @@ def mmd_metric(family: str, theta: torch.Tensor, h: torch.Tensor, *, tail: float
         _, _, dp = lattice or poisson_lattice(theta.detach(), tail)
         return 2 * lattice_self(dp, dp, h)
     return (-2 * torch.expm1(-1 / h**2)).expand(d)
+
+
+def gauss_newton_terms(
+    family: str, mean: torch.Tensor, z: torch.Tensor, z_tilde: torch.Tensor, h: torch.Tensor, *, weights: torch.Tensor | None = None, tail: float = POISSON_TAIL
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r""":func:`moved_gradient` and :func:`mmd_metric` together, the numerator and curvature of the Gauss-Newton step of :func:`pwgf.projection.pwgf_mmd`.
+
+    Arguments as in :func:`moved_gradient`. Poisson coordinates build one lattice and share one
+    correlation of :math:`\partial_\lambda p` with the kernel between the two (:func:`_poisson_terms`).
+    """
+    if family == "poisson":
+        w = _sample_weights(z.shape[0], weights, mean.dtype)
+        return _poisson_terms(*_lattice(mean.detach(), tail), z.to(mean.dtype), z_tilde.to(mean.dtype), w, h)
+    return moved_gradient(family, mean, z, z_tilde, h, weights=weights), mmd_metric(family, mean, h)

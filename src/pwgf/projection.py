@@ -216,9 +216,7 @@ def _gauss_newton_step(
     kind: str, mean: torch.Tensor, y: torch.Tensor, y_tilde: torch.Tensor, h: torch.Tensor, eps: float, tail: float, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     r""":math:`[\nabla_m\Delta^2(\tilde z) - \nabla_m\Delta^2(z)]/(\varepsilon C)` per coordinate, for flat samples and mean."""
-    lattice = mmd.poisson_lattice(mean, tail) if kind == "poisson" else None
-    grad = mmd.moved_gradient(kind, mean, y, y_tilde, h, weights=weights, lattice=lattice)
-    curvature = mmd.mmd_metric(kind, mean, h, lattice=lattice)
+    grad, curvature = mmd.gauss_newton_terms(kind, mean, y, y_tilde, h, weights=weights, tail=tail)
     return grad / (eps * (curvature[:, None] if kind == "categorical" else curvature))
 
 
