@@ -93,7 +93,7 @@ def median_bandwidth(y: torch.Tensor) -> torch.Tensor:
     y = y.detach()
     floor = 1.0 if y.ndim == 2 else _SQRT2
     if y.shape[0] < 2:
-        return torch.full((y.shape[1],), floor, dtype=y.dtype)
+        return torch.full((y.shape[1],), floor, dtype=y.dtype, device=y.device)
     diff = y - y.roll(1, dims=0)
     dist = diff.abs() if y.ndim == 2 else diff.square().sum(-1).sqrt()
     return dist.T.contiguous().median(dim=-1).values.clamp(min=floor)
@@ -104,7 +104,7 @@ def resolve_bandwidth(bandwidth: Bandwidth, z_tilde: torch.Tensor) -> torch.Tens
     if isinstance(bandwidth, str):
         check_choice(bandwidth, ("median",), "bandwidth")
         return median_bandwidth(z_tilde)
-    h = torch.as_tensor(bandwidth, dtype=z_tilde.dtype).detach()
+    h = torch.as_tensor(bandwidth, dtype=z_tilde.dtype, device=z_tilde.device).detach()
     check_positive(h, "bandwidth")
     if h.ndim > 1 or (h.ndim == 1 and h.shape[0] != z_tilde.shape[1]):
         raise ValueError(f"bandwidth must be a number or a tensor of shape [d] = [{z_tilde.shape[1]}], got {tuple(h.shape)}")
@@ -314,7 +314,7 @@ def moved_gradient(
     A Poisson ``lattice`` from :func:`poisson_lattice` may be passed to avoid recomputing it.
     """
     n = z.shape[0]
-    w = torch.full((n,), 1 / n, dtype=mean.dtype) if weights is None else weights.to(mean.dtype)
+    w = torch.full((n,), 1 / n, dtype=mean.dtype, device=mean.device) if weights is None else weights.to(mean.dtype)
     y = torch.cat([z_tilde, z]).to(mean.dtype)
     w = torch.cat([w, -w])
     if family == "bernoulli":
