@@ -224,3 +224,12 @@ def test_bad_logits_and_noise():
         relax.conditional_gumbel(ok, torch.tensor([1.0, 1.0, 0.0]), torch.full((3,), 0.5))
     with pytest.raises(ValueError, match="0 and 1"):
         relax.conditional_logistic(ok, torch.tensor([0.0, 2.0, 1.0]), torch.full((3,), 0.5))
+
+
+def test_uniforms_are_drawn_on_the_generators_device_and_moved_to_the_models():
+    # A CPU generator serves a model on another device: the same numbers as on the CPU, then moved
+    # ("meta" stands in for an accelerator on machines without one).
+    on_cpu = relax.sample_uniform((3, 4), generator=torch.Generator().manual_seed(5))
+    same = relax.sample_uniform((3, 4), generator=torch.Generator().manual_seed(5), device="cpu")
+    moved = relax.sample_uniform((3, 4), generator=torch.Generator().manual_seed(5), device="meta")
+    assert torch.equal(on_cpu, same) and moved.device.type == "meta" and moved.shape == (3, 4)

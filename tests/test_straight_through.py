@@ -18,7 +18,7 @@ from scipy import integrate, special, stats
 from torch import distributions as D
 
 from pwgf import estimators as E
-from pwgf import exact
+from pwgf import exact, straight_through
 from pwgf.discrete import as_discrete
 
 DT = torch.float64
@@ -201,3 +201,15 @@ def test_gumbel_rao_categorical_shares_the_st_gumbel_softmax_mean():
 def test_bad_options_raise(name, option, value):
     with pytest.raises(ValueError, match=option if option != "n_conditional" else "n_conditional must be an integer >= 1"):
         E.estimate(name, bernoulli(LOGITS), f_smooth, 1, **{option: value})
+
+
+def test_conditional_noise_stays_finite_for_float32_logits_and_uniforms_near_one():
+    # A float64 uniform within 2**-25 of 1 rounds to 1.0 in float32; the noise is computed in float64 before the cast.
+    logits = torch.tensor([[0.3, -2.0], [4.0, 0.0]], dtype=torch.float32)
+    q = as_discrete(D.Independent(D.Bernoulli(logits=logits), 1))
+    hard = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float32)
+    uniform = torch.full((2, 2), 1 - 1e-12, dtype=torch.float64)
+    for reparameterized in (False, True):
+        noise = straight_through.conditional_noise(q, hard, uniform, reparameterized=reparameterized)
+        assert noise.dtype == torch.float32 and torch.isfinite(noise).all()
+        assert ((logits + noise > 0) == (hard > 0)).all()  # still consistent with the sample

@@ -282,3 +282,20 @@ def test_enumeration_covers_every_state_once():
     assert torch.allclose(log_q.logsumexp(0), torch.zeros(len(X), dtype=torch.float64), atol=1e-12)
     with pytest.raises(ValueError, match="max_states"):
         vae.enumerated_log_densities(vae.BernoulliVAE("linear", X_DIM, 20, dtype=torch.float64), X)
+
+
+@pytest.mark.parametrize("arch", vae.ARCHITECTURES)
+def test_the_relaxed_path_evaluates_the_closed_form_at_real_valued_latents(arch):
+    # The training costs evaluate log p at relaxed samples in (0, 1) and at other real points: there each factor is
+    # v l - softplus(l), written out independently by `reference`.
+    model = small(arch)
+    generator = torch.Generator().manual_seed(3)
+    z = torch.rand(5, len(X), Z_DIM, generator=generator, dtype=torch.float64)
+    z2 = torch.rand(5, len(X), Z2_DIM, generator=generator, dtype=torch.float64) if arch == "two_layer" else None
+    expected, _ = reference(model, X, z, z2)
+    torch.testing.assert_close(model.log_joint(X, z, z2, relaxed=True), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        model.log_likelihood(X, z, relaxed=True) + model.log_prior(z, z2, relaxed=True), expected, rtol=1e-12, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="z must hold only 0 and 1"):
+        model.log_joint(X, z, z2)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from pwgf import poisson_gan, results, verdict
 
@@ -80,7 +81,7 @@ def test_table2_is_not_yet_run_without_a_summary(tmp_path, monkeypatch):
     monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path))
     assert verdict.summary_or_none(verdict.TABLE2_EXPERIMENT) is None
     claims = verdict.table2_claims(None)
-    assert [c["status"] for c in claims] == [verdict.NOT_RUN] * 3
+    assert [c["claim"] for c in claims] == list(verdict.TABLE2_CLAIMS) and {c["status"] for c in claims} == {verdict.NOT_RUN}
     rows = verdict.table2_rows(None)
     assert len(rows) == sum(len(r) for r in verdict.PAPER_TABLE2.values()) and all(math.isnan(r["mean"]) for r in rows)
 
@@ -90,6 +91,8 @@ def test_table2_statuses_follow_the_numbers_once_the_experiment_has_run():
     claims = {c["claim"]: c for c in verdict.table2_claims(vae_summary(papers_table2()))}
     assert claims["comparable"]["status"] == "not reproduced"
     assert claims["beat relaxations"]["status"] == "reproduced" and claims["ARM best"]["status"] == "reproduced"
+    # With only the paper's six estimators, "every other" is RELAX, REBAR and Gumbel-Softmax where run.
+    assert claims["beat all others"]["status"] == "reproduced"
     shifted = papers_table2(shift=-0.6)  # pWGF moved onto ST
     same = {(a, e): (v if e != "pwgf_mmd" else verdict.PAPER_TABLE2[a]["st"]) for (a, e), v in shifted.items()}
     claims = {c["claim"]: c for c in verdict.table2_claims(vae_summary(same))}
@@ -104,3 +107,27 @@ def test_table2_needs_two_seeds_and_the_metric():
         verdict.table2_claims(vae_summary(papers_table2(), seeds=1))
     with pytest.raises(ValueError, match="need the field 'test_neg_elbo'"):
         verdict.table2_rows([{"arch": "linear", "estimator": "st", "seed": 0, "test_elbo": -100.0}])
+
+
+def test_table2_tests_every_architecture_run_and_every_other_estimator():
+    means = {key: v for key, v in papers_table2().items() if key[0] == "linear"}
+    means[("linear", "disarm")] = 115.0  # between ARM and pWGF/ST: better than both
+    means[("linear", "pwgf_mmd_argmin")] = 150.0  # a pWGF variant, not an other method
+    claims = {c["claim"]: c for c in verdict.table2_claims(vae_summary(means))}
+    assert "two_layer" not in claims["comparable"]["evidence"] and "linear" in claims["comparable"]["evidence"]
+    assert claims["beat relaxations"]["status"] == "reproduced"
+    assert claims["beat all others"]["status"] == "not reproduced" and "st - disarm" in claims["beat all others"]["evidence"]
+    assert "pwgf_mmd_argmin" not in claims["beat all others"]["evidence"]
+
+
+def test_table2_significance_is_welchs_t_test_over_seeds():
+    # Two seeds each: pWGF at 100 +- 1, ST at 103 +- 0.2. The decision at level 0.9 follows scipy's Welch test on the raw values.
+    values = {"pwgf_mmd": [99.0, 101.0], "st": [102.8, 103.2], **{e: [90.0, 90.5] for e in ("arm",)},
+              **{e: [120.0, 121.0] for e in ("relax", "rebar", "gumbel_softmax")}}
+    rows = [{"arch": "linear", "estimator": e, "seed": s, "test_neg_elbo": v} for e, vs in values.items() for s, v in enumerate(vs)]
+    reference = stats.ttest_ind(values["pwgf_mmd"], values["st"], equal_var=False).pvalue
+    comparable = next(c for c in verdict.table2_claims(rows) if c["claim"] == "comparable")
+    assert f"p = {reference:.2g}" in comparable["evidence"]
+    assert comparable["status"] == ("reproduced" if reference >= 1 - verdict.LEVEL else "not reproduced")
+    # A normal test on the same standard errors would reject (|z| = 2.9 > 1.64); Welch's, with about one degree of freedom, does not.
+    assert comparable["status"] == "reproduced"

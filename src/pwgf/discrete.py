@@ -156,7 +156,7 @@ class Discrete:
 
     def uniform(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         r""":math:`U \sim \mathcal U(0,1)` of shape :meth:`sample_shape` (one per coordinate; categorical: per category), in :data:`NOISE_DTYPE`."""
-        return relax.sample_uniform(self.sample_shape(n), generator=generator, dtype=NOISE_DTYPE)
+        return relax.sample_uniform(self.sample_shape(n), generator=generator, dtype=NOISE_DTYPE, device=self.parameter.device)
 
     def threshold(self, noise: torch.Tensor) -> torch.Tensor:
         r"""The exact sample that ``noise`` encodes: :math:`\ind[\ell + L > 0]` for logistic :math:`L` (Bernoulli),

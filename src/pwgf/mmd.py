@@ -123,7 +123,7 @@ def median_bandwidth(y: torch.Tensor) -> torch.Tensor:
     y = y.detach()
     floor = 1.0 if y.ndim == 2 else _SQRT2
     if y.shape[0] < 2:
-        return torch.full((y.shape[1],), floor, dtype=y.dtype)
+        return torch.full((y.shape[1],), floor, dtype=y.dtype, device=y.device)
     diff = y - y.roll(1, dims=0)
     dist = diff.abs_() if y.ndim == 2 else diff.square_().sum(-1).sqrt_()
     return dist.kthvalue((y.shape[0] + 1) // 2, dim=0).values.clamp_(min=floor)
@@ -134,7 +134,7 @@ def resolve_bandwidth(bandwidth: Bandwidth, z_tilde: torch.Tensor) -> torch.Tens
     if isinstance(bandwidth, str):
         check_choice(bandwidth, ("median",), "bandwidth")
         return median_bandwidth(z_tilde)
-    h = torch.as_tensor(bandwidth, dtype=z_tilde.dtype).detach()
+    h = torch.as_tensor(bandwidth, dtype=z_tilde.dtype, device=z_tilde.device).detach()
     check_positive(h, "bandwidth")
     if h.ndim > 1 or (h.ndim == 1 and h.shape[0] != z_tilde.shape[1]):
         raise ValueError(f"bandwidth must be a number or a tensor of shape [d] = [{z_tilde.shape[1]}], got {tuple(h.shape)}")
@@ -159,7 +159,7 @@ def _lattice(lam: torch.Tensor, tail: float) -> tuple[int, Lattice]:
         raise ValueError(f"tail must lie in (0, 1), got {tail!r}")
     rates = lam.detach().cpu().numpy()
     lo, top = (int(k) for k in _poisson_quantiles(np.array([tail, 1.0 - tail]), np.array([rates.min(), rates.max()])))
-    j = torch.arange(lo, top + 2, dtype=lam.dtype)
+    j = torch.arange(lo, top + 2, dtype=lam.dtype, device=lam.device)
     rate = lam[:, None]
     log_p = j * torch.log(rate) - rate - torch.lgamma(j + 1)
     p = torch.exp(log_p) if log_p.requires_grad else _exp_(log_p)
@@ -199,7 +199,7 @@ def _smoothed(q: torch.Tensor, lo: int, scale: torch.Tensor, first: int, last: i
     """
     size, count = q.shape[-1], last - first + 1
     n = next_fast_len(size + count - 1, real=True)
-    lag_kernel = _gaussian_(torch.arange(first - lo - size + 1, last - lo + 1, dtype=q.dtype), scale.unsqueeze(-1))
+    lag_kernel = _gaussian_(torch.arange(first - lo - size + 1, last - lo + 1, dtype=q.dtype, device=q.device), scale.unsqueeze(-1))
     conv = torch.fft.irfft(torch.fft.rfft(q, n) * torch.fft.rfft(lag_kernel, n), n)
     return conv[..., size - 1 : size - 1 + count]
 
@@ -295,7 +295,7 @@ def mmd_squared(family: str, theta: torch.Tensor, z_tilde: torch.Tensor, bandwid
         cross = (vertex_kernel(y, h) * probs).sum(-1).mean(0)
     else:
         if family == "bernoulli":
-            j = torch.tensor([0.0, 1.0], dtype=theta.dtype)
+            j = torch.tensor([0.0, 1.0], dtype=theta.dtype, device=theta.device)
             p = torch.stack([1 - theta, theta], dim=-1)
         else:
             j, p, _ = poisson_lattice(theta, tail)
@@ -318,7 +318,7 @@ def mmd_squared_grad_bernoulli(p: torch.Tensor, z_tilde: torch.Tensor, bandwidth
     y = z_tilde.to(p.dtype)
     h = resolve_bandwidth(bandwidth, y)
     one_minus_k = -torch.expm1(-1 / (2 * h**2))
-    w = torch.full((y.shape[0],), 1 / y.shape[0], dtype=p.dtype)
+    w = _sample_weights(y.shape[0], None, p)
     return 2 * (2 * p.detach() - 1) * one_minus_k + _bernoulli_cross(y, w, h)
 
 
@@ -343,7 +343,7 @@ def mmd_squared_grad_poisson(lam: torch.Tensor, z_tilde: torch.Tensor, bandwidth
     y = z_tilde.to(lam.dtype)
     h = resolve_bandwidth(bandwidth, y)
     j, p, dp = poisson_lattice(lam.detach(), tail)
-    w = torch.full((y.shape[0],), 1 / y.shape[0], dtype=lam.dtype)
+    w = _sample_weights(y.shape[0], None, lam)
     return 2 * lattice_self(dp, p, h) + _lattice_cross(dp, j, y, w, _kernel_scale(h))
 
 
@@ -365,7 +365,7 @@ def mmd_squared_grad_categorical(probs: torch.Tensor, z_tilde: torch.Tensor, ban
     h = resolve_bandwidth(bandwidth, y)
     p = probs.detach()
     kappa = torch.exp(-1 / _per_coordinate(h) ** 2)
-    w = torch.full((y.shape[0],), 1 / y.shape[0], dtype=p.dtype)
+    w = _sample_weights(y.shape[0], None, p)
     return _categorical_chain(p, 2 * (kappa + (1 - kappa) * p) + _categorical_cross(y, w, h))
 
 
@@ -389,9 +389,9 @@ def mmd_squared_grad(family: str, theta: torch.Tensor, z_tilde: torch.Tensor, ba
     return mmd_squared_grad_categorical(theta, z_tilde, bandwidth)
 
 
-def _sample_weights(n: int, weights: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """The sample weights :math:`w_n`: ``weights``, or :math:`1/N` each."""
-    return torch.full((n,), 1 / n, dtype=dtype) if weights is None else weights.to(dtype)
+def _sample_weights(n: int, weights: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The sample weights :math:`w_n` in the dtype and on the device of ``like``: ``weights``, or :math:`1/N` each."""
+    return torch.full((n,), 1 / n, dtype=like.dtype, device=like.device) if weights is None else weights.to(like)
 
 
 def moved_gradient(
@@ -417,7 +417,7 @@ def moved_gradient(
     linear in them), ``h`` a resolved bandwidth (:func:`resolve_bandwidth`); ``mean`` is assumed valid.
     A Poisson ``lattice`` from :func:`poisson_lattice` may be passed to avoid recomputing it.
     """
-    w = _sample_weights(z.shape[0], weights, mean.dtype)
+    w = _sample_weights(z.shape[0], weights, mean)
     if family == "poisson":
         lo, lattice = (int(lattice[0][0]), lattice) if lattice else _lattice(mean.detach(), tail)
         return _poisson_terms(lo, lattice, z.to(mean.dtype), z_tilde.to(mean.dtype), w, h)[0]
@@ -457,6 +457,6 @@ def gauss_newton_terms(
     correlation of :math:`\partial_\lambda p` with the kernel between the two (:func:`_poisson_terms`).
     """
     if family == "poisson":
-        w = _sample_weights(z.shape[0], weights, mean.dtype)
+        w = _sample_weights(z.shape[0], weights, mean)
         return _poisson_terms(*_lattice(mean.detach(), tail), z.to(mean.dtype), z_tilde.to(mean.dtype), w, h)
     return moved_gradient(family, mean, z, z_tilde, h, weights=weights), mmd_metric(family, mean, h)

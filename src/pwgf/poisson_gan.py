@@ -37,9 +37,6 @@ an RNG stream of its own, so the measurement does not change the trajectory.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,10 +47,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pwgf import estimators, families
+from pwgf import estimators, families, results
 from pwgf.bootstrap import paired_ratio_interval
 from pwgf._validate import check_choice, check_positive, check_positive_int
-from pwgf.results import atomic_write_json, atomic_write_text
 
 __all__ = [
     "ESTIMATOR_NAMES",
@@ -150,12 +146,8 @@ def discriminator_loss(discriminator: Discriminator, real: torch.Tensor, fake: t
 
 
 def code_version() -> str:
-    """First 12 hex digits of the SHA-256 of the sources of the modules a run executes."""
-    root = Path(__file__).parent
-    digest = hashlib.sha256()
-    for name in _RUN_MODULES:
-        digest.update((root / f"{name}.py").read_bytes())
-    return digest.hexdigest()[:12]
+    """First 12 hex digits of the SHA-256 of the sources of the modules a run executes (:func:`pwgf.results.code_version`)."""
+    return results.code_version(_RUN_MODULES)
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -408,17 +400,8 @@ def summarize(records: Iterable[Mapping[str, Any]], window: int) -> list[dict[st
 
 
 def write_summary(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``summary.json`` (``{"fields", "rows", **extra}``) and ``summary.csv`` atomically; return both paths."""
-    out_dir = Path(out_dir)
-    for row in rows:
-        if tuple(row) != SUMMARY_FIELDS:
-            raise ValueError(f"summary rows must have the fields {SUMMARY_FIELDS}, got {tuple(row)}")
-    json_path = atomic_write_json(out_dir / "summary.json", {"fields": list(SUMMARY_FIELDS), "rows": list(rows), **extra})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return json_path, atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
+    """Write ``summary.json`` (``{"fields", "rows", **extra}``) and ``summary.csv`` atomically (:func:`pwgf.results.write_summary`); return both paths."""
+    return results.write_summary(out_dir, SUMMARY_FIELDS, rows, extra)
 
 
 def per_seed(records: Iterable[Mapping[str, Any]], window: int) -> list[dict[str, Any]]:

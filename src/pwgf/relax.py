@@ -40,9 +40,18 @@ __all__ = [
 Shape = tuple[int, ...] | torch.Size
 
 
-def sample_uniform(shape: Shape, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """:math:`U \\sim \\mathcal{U}(0,1)` strictly inside the open interval (clamped to ``[tiny, 1 - eps]`` of ``dtype``), so ``log U`` and ``log(1 - U)`` stay finite."""
-    return torch.rand(shape, generator=generator, dtype=dtype).clamp(torch.finfo(dtype).tiny, 1 - torch.finfo(dtype).eps)
+def sample_uniform(
+    shape: Shape, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """:math:`U \\sim \\mathcal{U}(0,1)` strictly inside the open interval (clamped to ``[tiny, 1 - eps]`` of ``dtype``), so ``log U`` and ``log(1 - U)`` stay finite.
+
+    The draw is made on the generator's device (``device`` when there is no generator) and then moved
+    to ``device`` (default: where it was drawn), so a CPU generator serves a model on a GPU and gives
+    the same numbers there as on the CPU.
+    """
+    source = generator.device if generator is not None else device
+    u = torch.rand(shape, generator=generator, dtype=dtype, device=source).clamp(torch.finfo(dtype).tiny, 1 - torch.finfo(dtype).eps)
+    return u if device is None else u.to(device)
 
 
 def _check_logits(logits: torch.Tensor, name: str = "logits") -> None:

@@ -14,10 +14,13 @@ experimental results read them with :func:`read_summary`.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +32,8 @@ __all__ = [
     "atomic_write_json",
     "read_json",
     "run_key",
+    "code_version",
+    "write_summary",
     "results_dir",
     "summary_path",
     "read_summary",
@@ -82,6 +87,39 @@ def run_key(config: Mapping[str, Any]) -> str:
         value = str(config[key]).replace("/", "-").replace(" ", "")
         parts.append(f"{key}={value}")
     return "__".join(parts)
+
+
+def code_version(modules: Sequence[str]) -> str:
+    """First 12 hex digits of the SHA-256 of the sources of the ``pwgf`` modules a run executes (names without ``.py``).
+
+    An experiment puts it in every run's config, so that results of other library code are never reused.
+    """
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in modules:
+        digest.update((root / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def write_summary(
+    out_dir: str | Path, fields: Sequence[str], rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write ``summary.json`` (``{"fields", "rows", **extra}``) and ``summary.csv`` (one line per row) into ``out_dir``, atomically.
+
+    Every row must have exactly ``fields``, in that order (ValueError otherwise, before anything is
+    written). Returns both paths.
+    """
+    fields = list(fields)
+    for row in rows:
+        if list(row) != fields:
+            raise ValueError(f"summary rows must have the fields {tuple(fields)}, got {tuple(row)}")
+    out_dir = Path(out_dir)
+    json_path = atomic_write_json(out_dir / "summary.json", {"fields": fields, "rows": list(rows), **(extra or {})})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return json_path, atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
 
 
 def results_dir(start: str | Path | None = None) -> Path:

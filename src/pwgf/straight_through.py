@@ -67,11 +67,12 @@ def conditional_noise(q: Discrete, hard: torch.Tensor, uniform: torch.Tensor, *,
     keeps its dependence on the logits (REBAR and RELAX differentiate through it); otherwise it is a
     constant, as in Gumbel-Rao, where only the relaxation's own Jacobian enters.
     """
-    logits = q.logits if reparameterized else q.logits.detach()
-    u = uniform.to(q.dtype)
-    if q.kind == "bernoulli":
-        return relax.conditional_logistic(logits, hard, u)
-    return relax.conditional_gumbel(logits, hard, u)
+    # Computed in NOISE_DTYPE and cast at the end: a float64 uniform within 2**-25 of 1 rounds to 1 in
+    # float32, where the conditional noise would be infinite.
+    logits = (q.logits if reparameterized else q.logits.detach()).to(NOISE_DTYPE)
+    u = uniform.to(NOISE_DTYPE)
+    noise = relax.conditional_logistic(logits, hard, u) if q.kind == "bernoulli" else relax.conditional_gumbel(logits, hard, u)
+    return noise.to(q.dtype)
 
 
 def gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None, temperature: float | torch.Tensor = 0.5) -> torch.Tensor:
@@ -117,7 +118,7 @@ def gumbel_rao(
     n_conditional = check_positive_int(n_conditional, "n_conditional")
     check_positive(temperature, "temperature")
     hard = q.sample(n, generator)
-    u = relax.sample_uniform((n_conditional, *hard.shape), generator=generator, dtype=NOISE_DTYPE)
+    u = relax.sample_uniform((n_conditional, *hard.shape), generator=generator, dtype=NOISE_DTYPE, device=hard.device)
     noise = conditional_noise(q, hard, u, reparameterized=False)
     soft = _soft(q, q.logits + noise, temperature).mean(0)
     return q.costs(f, relax.straight_through(hard, soft)).mean(0)

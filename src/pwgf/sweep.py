@@ -94,12 +94,17 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
-    """The state last saved by :func:`save_checkpoint` at ``path``, or ``None`` if there is none yet."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device | None = None) -> dict[str, Any] | None:
+    """The state last saved by :func:`save_checkpoint` at ``path``, or ``None`` if there is none yet.
+
+    ``map_location`` as in :func:`torch.load`: ``"cpu"`` reads a checkpoint written on a GPU on any
+    machine (generator states must be CPU tensors for ``set_state``; ``load_state_dict`` of a module or
+    optimizer copies tensors to the device of its parameters).
+    """
     path = Path(path)
     if not path.exists():
         return None
-    return torch.load(path, weights_only=True)
+    return torch.load(path, weights_only=True, map_location=map_location)
 
 
 def run_sweep(

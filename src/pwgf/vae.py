@@ -175,11 +175,38 @@ class BernoulliVAE(nn.Module):
         self._check_two_layer("decoder_logits_2")
         return self.decoder_2(self._check(z2, self.z2_dim, "z2"))
 
-    def log_joint(self, x: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None = None) -> torch.Tensor:
-        """:math:`\\log p(x, z)`, or :math:`\\log p(x, z_1, z_2)` for two_layer (pass ``z2``); shape ``[..., B]``."""
-        self._check_binary(x, self.x_dim, "x")
-        self._check_latents(z, z2)
-        return self._log_joint(x, z, z2)
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None = None, *, relaxed: bool = False) -> torch.Tensor:
+        """:math:`\\log p(x, z)`, or :math:`\\log p(x, z_1, z_2)` for two_layer (pass ``z2``); shape ``[..., B]``.
+
+        The sum of :meth:`log_likelihood` and :meth:`log_prior`; ``relaxed`` as there.
+        """
+        return self.log_likelihood(x, z, relaxed=relaxed) + self.log_prior(z, z2, relaxed=relaxed)
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, *, relaxed: bool = False) -> torch.Tensor:
+        r""":math:`\log p(x \mid z)` (of :math:`x` given :math:`z_1` for two_layer); shape ``[..., B]``.
+
+        By default ``x`` and ``z`` must be binary. With ``relaxed=True`` only their shapes and dtype are
+        checked and ``z`` may be any real tensor: the *unchecked path* on which the training costs of
+        :mod:`pwgf.vae_training` run, because pathwise and relaxed estimators evaluate the cost at
+        real-valued points (a relaxed sample in :math:`(0,1)^d`, the mean :math:`p`, a moved sample
+        :math:`z - \varepsilon\nabla f`). There every factor keeps its closed form
+        :math:`v\,\ell - \log(1 + e^{\ell})` in the logits :math:`\ell` (what
+        ``torch.distributions.Bernoulli.log_prob`` computes), which is affine in the value :math:`v`, and
+        the networks are evaluated at the real-valued :math:`z`.
+        """
+        self._check_values(x, self.x_dim, "x", relaxed)
+        self._check_values(z, self.z_dim, "z", relaxed)
+        return _bernoulli(self.decoder_logits(z)).log_prob(x)
+
+    def log_prior(self, z: torch.Tensor, z2: torch.Tensor | None = None, *, relaxed: bool = False) -> torch.Tensor:
+        """:math:`\\log p(z)`, or :math:`\\log p(z_1 \\mid z_2) + \\log p(z_2)` for two_layer; shape ``[..., B]``; ``relaxed`` as in :meth:`log_likelihood`."""
+        if (z2 is None) != (self.n_layers == 1):
+            raise ValueError(f"z2 must be given exactly when arch='two_layer', got arch={self.arch!r} and z2={'None' if z2 is None else 'a tensor'}")
+        self._check_values(z, self.z_dim, "z", relaxed)
+        if z2 is None:
+            return _bernoulli(self.prior_logits).log_prob(z)
+        self._check_values(z2, self.z2_dim, "z2", relaxed)
+        return _bernoulli(self.decoder_2(z2)).log_prob(z) + _bernoulli(self.prior_logits).log_prob(z2)
 
     def log_q(self, x: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None = None) -> torch.Tensor:
         """:math:`\\log q(z \\mid x)`, or :math:`\\log q(z_1 \\mid x) + \\log q(z_2 \\mid z_1)` for two_layer; shape ``[..., B]``."""
@@ -191,16 +218,10 @@ class BernoulliVAE(nn.Module):
         """``n_samples`` draws from :math:`q` for each row of ``x`` ``[B, x_dim]``: ``(z,)`` or ``(z1, z2)``, each ``[n_samples, B, d]``."""
         n_samples = check_positive_int(n_samples, "n_samples")
         probs = torch.sigmoid(self.encoder_logits(x))
-        z = torch.bernoulli(probs.expand(n_samples, *probs.shape), generator=generator)
+        z = _draw_bernoulli(probs.expand(n_samples, *probs.shape), generator)
         if self.n_layers == 1:
             return (z,)
-        return z, torch.bernoulli(torch.sigmoid(self.encoder_2(z)), generator=generator)
-
-    def _log_joint(self, x: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None) -> torch.Tensor:
-        log_px = _bernoulli(self.decoder_logits(z)).log_prob(x)
-        if z2 is None:
-            return log_px + _bernoulli(self.prior_logits).log_prob(z)
-        return log_px + _bernoulli(self.decoder_2(z2)).log_prob(z) + _bernoulli(self.prior_logits).log_prob(z2)
+        return z, _draw_bernoulli(torch.sigmoid(self.encoder_2(z)), generator)
 
     def _log_q(self, x: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None) -> torch.Tensor:
         log_q1 = _bernoulli(self.encoder_logits(x)).log_prob(z)
@@ -219,6 +240,12 @@ class BernoulliVAE(nn.Module):
         if not ((v == 0) | (v == 1)).all():
             raise ValueError(f"{name} must hold only 0 and 1 (binary units)")
 
+    def _check_values(self, v: torch.Tensor, dim: int, name: str, relaxed: bool) -> None:
+        if relaxed:
+            self._check(v, dim, name)
+        else:
+            self._check_binary(v, dim, name)
+
     def _check_latents(self, z: torch.Tensor, z2: torch.Tensor | None) -> None:
         if (z2 is None) != (self.n_layers == 1):
             raise ValueError(f"z2 must be given exactly when arch='two_layer', got arch={self.arch!r} and z2={'None' if z2 is None else 'a tensor'}")
@@ -229,6 +256,13 @@ class BernoulliVAE(nn.Module):
     def _check_two_layer(self, method: str) -> None:
         if self.n_layers != 2:
             raise ValueError(f"{method} exists only for arch='two_layer', got arch={self.arch!r}")
+
+
+def _draw_bernoulli(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Bernoulli draws with ``generator`` on its own device, returned on the device of ``probs`` (a CPU generator serves a GPU model)."""
+    if generator is None or generator.device == probs.device:
+        return torch.bernoulli(probs, generator=generator)
+    return torch.bernoulli(probs.to(generator.device), generator=generator).to(probs.device)
 
 
 def log_weights(model: BernoulliVAE, x: torch.Tensor, n_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -243,7 +277,7 @@ def log_weights(model: BernoulliVAE, x: torch.Tensor, n_samples: int, generator:
     model._check_binary(x, model.x_dim, "x")
     latents = model.sample_latents(x, n_samples, generator)
     z, z2 = latents if len(latents) == 2 else (latents[0], None)
-    return model._log_joint(x, z, z2) - model._log_q(x, z, z2)
+    return model.log_joint(x, z, z2, relaxed=True) - model._log_q(x, z, z2)
 
 
 def elbo(model: BernoulliVAE, x: torch.Tensor, n_samples: int = 1, *, generator: torch.Generator | None = None) -> torch.Tensor:

