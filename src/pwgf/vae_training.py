@@ -241,16 +241,22 @@ def layer_cost(
         return lambda z: -model.log_joint(x, z, relaxed=True)
 
     def cost(z1: torch.Tensor) -> torch.Tensor:
-        logits_2 = model.encoder_logits_2(z1)
-        if logits is not None:
-            logits.append(logits_2)
-        q2 = _bernoulli(logits_2)
-        inner = estimators.surrogate(
-            estimator, q2, lambda z2: -model.log_prior(z1, z2, relaxed=True), n, generator=generator, **layer_options(1)
-        )
-        return -model.log_likelihood(x, z1, relaxed=True) + inner - q2.entropy()
+        inner = _layer_objective(model.encoder_logits_2(z1), lambda z2: -model.log_prior(z1, z2, relaxed=True), estimator, n,
+                                 generator, layer_options(1), logits)
+        return -model.log_likelihood(x, z1, relaxed=True) + inner
 
     return cost
+
+
+def _layer_objective(
+    layer_logits: torch.Tensor, f: Cost, estimator: str, n: int, generator: torch.Generator | None,
+    options: Mapping[str, Any], logits: list[torch.Tensor] | None,
+) -> torch.Tensor:
+    """``surrogate(estimator, q, f) - H[q]`` for the factorized Bernoulli ``q`` of ``layer_logits``, recorded in ``logits``."""
+    if logits is not None:
+        logits.append(layer_logits)
+    q = _bernoulli(layer_logits)
+    return estimators.surrogate(estimator, q, f, n, generator=generator, **options) - q.entropy()
 
 
 def encoder_objective(
@@ -270,14 +276,10 @@ def encoder_objective(
     options, or a function of the layer (0, 1) returning them (:meth:`ControlVariates.options`); the
     layer-1 logits are appended to ``logits`` when given, before any layer-2 logits.
     """
-    logits_1 = model.encoder_logits(x)
-    if logits is not None:
-        logits.append(logits_1)
     layer_options = _as_options(options)
     n = estimators.MIN_SAMPLES[estimator] if n_samples is None else n_samples
-    q = _bernoulli(logits_1)
     f = layer_cost(model, x, estimator, generator=generator, options=layer_options, n_samples=n, logits=logits)
-    return estimators.surrogate(estimator, q, f, n, generator=generator, **layer_options(0)) - q.entropy()
+    return _layer_objective(model.encoder_logits(x), f, estimator, n, generator, layer_options(0), logits)
 
 
 @dataclass
