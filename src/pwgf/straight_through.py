@@ -113,7 +113,12 @@ def gumbel_rao(
     because the ST-Gumbel-Softmax estimate is linear in the Jacobian at fixed :math:`D`. So it has the
     expectation of ``st_gumbel_softmax`` and, by the law of total variance, no more variance; its cost is
     one evaluation of ``f`` and ``K`` relaxations. The conditional noise is drawn by :func:`conditional_noise`
-    and held fixed (the derivative is taken at fixed noise, as in ST-Gumbel-Softmax).
+    and held fixed: :math:`\partial s(\ell + G_{ik})/\partial\ell` is the Jacobian of the relaxation at fixed
+    :math:`G_{ik}`, as in ST-Gumbel-Softmax. This is the reading under which Proposition 1 of
+    :cite:`paulus2021raoblackwellizing` (same mean, less variance) holds. The sentence after their Eq. 10
+    calls the derivative a total derivative, through :math:`\theta` and :math:`G^k`; with :math:`G_{ik}` drawn
+    given :math:`D_i` as a function of the logits (``reparameterized=True``) that reading has a different
+    mean, which the chapter *Three accounts of straight-through* measures.
     """
     n_conditional = check_positive_int(n_conditional, "n_conditional")
     check_positive(temperature, "temperature")

@@ -53,8 +53,10 @@ estimators stay unbiased, and so do MuProp, REBAR and RELAX (their control varia
 :math:`f_1` at real :math:`z_1`, which the relaxed path provides), as the book checks by enumeration.
 **Gumbel-Softmax** works on two layers this way: :math:`f_1` is evaluated at the relaxed
 :math:`s_1\in(0,1)^{d_1}`, the layer-2 encoder reads :math:`s_1`, and the inner Gumbel-Softmax relaxes
-:math:`z_2` given it, which is the relaxed objective of a two-layer Concrete model
-:cite:`maddison2017concrete`; every term is a smooth function of :math:`(s_1, s_2)`.
+:math:`z_2` given it; every term is a smooth function of :math:`(s_1, s_2)`. In each layer this is the
+construction of :cite:`jang2017categorical`: the model's Bernoulli log-densities at the relaxed points
+and the analytic entropy of the discrete :math:`q`, not the relaxed objective of
+:cite:`maddison2017concrete`, which uses the densities of the Concrete relaxations for both.
 
 **Runs** (:func:`train`) are flat configs, one per sweep task of :func:`pwgf.sweep.run_sweep`:
 
