@@ -23,12 +23,13 @@ an epoch is ``iters`` iterations, and :math:`\lambda` is recorded after every ep
 the data set, the discriminator's initialization and every draw, so runs of different estimators
 with one seed see the same data (paired comparison). A sweep runs :func:`train` over its configs with
 :func:`pwgf.sweep.run_sweep`, on this machine or a Dask cluster. Every run's config is a flat dict
-(short keys, because the result file is named after it by :func:`pwgf.results.run_key`):
+(short keys, because the readable part of its result file's name is made of them by :func:`pwgf.results.run_key`):
 
 ``estimator, seed, lambda0, lambda_init, n_data, epochs, iters, batch, lr_g, lr_d, width, loss, eps, bw, var_reps, code``
 
 ``eps`` and ``bw``, the pWGF step and MMD kernel bandwidth, are ``None`` for estimators that do not
-use them; ``code`` is :func:`code_version`, so results of older library code are never reused. With
+use them; ``code`` is :func:`code_version`, the version of the library code a run executes (which
+:func:`pwgf.sweep.run_sweep` would add), so results of older library code are never reused. With
 ``var_reps > 0`` the run also measures, at the epochs :func:`variance_epochs`, the mean and
 variance of ``var_reps`` independent estimates of the gradient at the current
 :math:`(\lambda, \omega)` together with the exact gradient (truncated enumeration, ``"exact"``), on
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pwgf import estimators, families, results
+from pwgf import estimators, families, results, sweep
 from pwgf.bootstrap import paired_ratio_interval
 from pwgf._validate import check_choice, check_positive, check_positive_int
 
@@ -100,8 +101,6 @@ _CONFIG_KEYS = frozenset(
     {"estimator", "seed", "lambda0", "lambda_init", "n_data", "epochs", "iters", "batch", "lr_g", "lr_d", "width", "loss", "eps", "bw", "var_reps", "code"}
 )
 _USES_EPS_BW = frozenset({"pwgf_mmd", "pwgf_mmd_argmin"})  # estimators that take the pWGF step eps and the MMD bandwidth
-#: The modules a run executes; their sources define :func:`code_version`.
-_RUN_MODULES = ("_validate", "families", "exact", "mmd", "projection", "relax", "estimators", "poisson_gan")
 _VARIANCE_STREAM = 0x5EED  # offset of the variance-measurement RNG stream from the run's seed
 
 
@@ -146,8 +145,8 @@ def discriminator_loss(discriminator: Discriminator, real: torch.Tensor, fake: t
 
 
 def code_version() -> str:
-    """First 12 hex digits of the SHA-256 of the sources of the modules a run executes (:func:`pwgf.results.code_version`)."""
-    return results.code_version(_RUN_MODULES)
+    """The version of the library code a run of :func:`train` executes (:func:`pwgf.sweep.code_version`)."""
+    return sweep.code_version(train)
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,15 +202,10 @@ def _gradient_moments(config: Mapping[str, Any], lam: torch.Tensor, f: Callable,
 
 def train(config: Mapping[str, Any]) -> dict[str, Any]:
     """One GAN run (module docstring); returns ``lambda`` after each epoch, data statistics, variance
-    checkpoints and the run's compute time in ``seconds``. A sweep runs it with :func:`pwgf.sweep.run_sweep`.
-
-    The config's ``code`` must be this process's :func:`code_version`: a worker of a cluster that runs
-    other library code refuses the run rather than file its numbers under the wrong version.
+    checkpoints and the run's compute time in ``seconds``. A sweep runs it with :func:`pwgf.sweep.run_sweep`,
+    which refuses to run it in a process whose library code is not the config's ``code``.
     """
     c = validate_config(config)
-    if c["code"] != code_version():
-        raise ValueError(f"code is {c['code']!r} but this process runs library code {code_version()!r}: "
-                         "every worker of a sweep must run the same pwgf sources as the process that made the configs")
     started = time.perf_counter()
     return {**_train(c), "seconds": time.perf_counter() - started}
 
