@@ -115,7 +115,7 @@ def test_gradient_variance_matches_the_exact_gradient_by_enumeration():
     against the reference :math:`\\bar g` has mean :math:`\\E\\lVert\\hat g - g\\rVert^2 + \\E\\lVert\\bar g - g\\rVert^2`
     and standard deviation from the spread of :math:`\\lVert\\hat g - g\\rVert^2` and the cross term with
     :math:`\\bar g - g`; an error that drops the bias (comparing with ST's own mean) is off by the squared
-    bias, 17 times the tolerance.
+    bias, about 3 times the tolerance.
     """
     model, R = tiny(), 4000
     g = exact_logit_gradient(model, IMAGES)
