@@ -165,3 +165,32 @@ def test_the_test_elbo_standard_error_and_stopping_rule_match_enumeration(target
     assert samples < vt.TEST_MAX_SAMPLES and exact_se**2 < target_se**2 * (1 + relative)
     needed = float(var.mean()) / (N * target_se**2)  # samples the exact variance asks for
     assert samples > needed * (1 - relative)
+
+
+def test_the_importance_weighted_bound_matches_enumeration_on_both_sides():
+    """:func:`pwgf.vae_training.nll_bound` against the exact :math:`-\\mathcal L_k` of every image.
+
+    With 2^3 latent states and k = 3, the expectation :math:`\\E\\log\\frac1k\\sum_i w(z_i)` is a sum
+    over all 8^3 ordered triples of states, weighted by their probability under q; so are its variance
+    per image and hence the exact standard error of the average over the N images (one draw each).
+    Two-sided: within 4 of those standard errors. The returned standard error (across images) is at
+    least that Monte Carlo error here, since it also holds the spread between the three distinct images.
+    """
+    model, k = tiny(), 3
+    x = IMAGES.repeat(200, 1)
+    with torch.no_grad():
+        log_q, log_joint = vae.enumerated_log_densities(model, IMAGES)  # [8 states, 3 images]
+    log_w = log_joint - log_q
+    triples = torch.tensor(list(itertools.product(range(len(STATES)), repeat=k)))  # [512, k]
+    weight = log_q[triples].sum(1).exp()  # probability of each triple, [512, 3]
+    value = torch.logsumexp(log_w[triples], dim=1) - math.log(k)  # log of the mean weight, [512, 3]
+    mean = (weight * value).sum(0)
+    var = (weight * (value - mean).pow(2)).sum(0)
+    assert torch.allclose(weight.sum(0), torch.ones(3, dtype=DT))
+    exact = -float(mean.mean())  # x holds each image equally often
+    exact_se = math.sqrt(float(var.mean()) / len(x))
+    bound, se = vt.nll_bound(model, x, k)
+    assert abs(bound - exact) < K * exact_se
+    assert se >= exact_se
+    elbo = -float((log_q.exp() * log_w).sum(0).mean())
+    assert elbo - exact > 2 * K * exact_se  # the bound is tighter than the ELBO by more than the tolerance: the check tells them apart

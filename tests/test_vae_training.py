@@ -249,7 +249,11 @@ def test_the_summary_has_the_schema_the_verdict_reads(tmp_path):
     summary = results.read_json(json_path)
     row = summary["rows"][0]
     assert row["test_nll_bound_k"] == 3 and row["test_nll_bound_images"] == 5 and row["temperature"] in (None, 0.5)
-    assert all(math.isfinite(r["test_neg_elbo"]) and r["test_nll_bound"] <= r["test_neg_elbo"] + 3 * r["test_neg_elbo_se"] + 10 for r in summary["rows"])
+    # The k-sample bound lies below the -ELBO of the same images (IWAE): one-sided, within 4 standard errors of the
+    # bound (its spread across those images, which exceeds its Monte Carlo error); the two-sided check of the bound
+    # against its exact value is tests/test_vae_bookkeeping.py's, on a model small enough to enumerate.
+    assert all(math.isfinite(r["test_neg_elbo"]) and r["test_nll_bound"] <= r["test_neg_elbo_on_bound_images"] + 4 * r["test_nll_bound_se"]
+               for r in summary["rows"])
     table = verdict.table2_rows(summary)
     assert next(r for r in table if r["arch"] == "linear" and r["estimator"] == "st")["n_seeds"] == 2
     assert not list((tmp_path / "runs" / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint
