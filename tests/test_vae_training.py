@@ -249,11 +249,11 @@ def test_the_summary_has_the_schema_the_verdict_reads(tmp_path):
     summary = results.read_json(json_path)
     row = summary["rows"][0]
     assert row["test_nll_bound_k"] == 3 and row["test_nll_bound_images"] == 5 and row["temperature"] in (None, 0.5)
-    # The k-sample bound lies below the -ELBO of the same images (IWAE): one-sided, within 4 standard errors of the
-    # bound (its spread across those images, which exceeds its Monte Carlo error); the two-sided check of the bound
-    # against its exact value is tests/test_vae_bookkeeping.py's, on a model small enough to enumerate.
-    assert all(math.isfinite(r["test_neg_elbo"]) and r["test_nll_bound"] <= r["test_neg_elbo_on_bound_images"] + 4 * r["test_nll_bound_se"]
-               for r in summary["rows"])
+    # The bound's value is checked two-sided against its exact value, within its Monte Carlo standard error, in
+    # tests/test_vae_bookkeeping.py (a model small enough to enumerate); the summary holds no paired standard
+    # error of bound and -ELBO on the same images, and the spread across images (test_nll_bound_se, ~12 nats
+    # here) would make a check of their order here one that cannot fail.
+    assert all(math.isfinite(r[f]) for r in summary["rows"] for f in ("test_neg_elbo", "test_nll_bound", "test_neg_elbo_on_bound_images"))
     table = verdict.table2_rows(summary)
     assert next(r for r in table if r["arch"] == "linear" and r["estimator"] == "st")["n_seeds"] == 2
     assert not list((tmp_path / "runs" / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint
