@@ -10,7 +10,7 @@ from pwgf import results
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
     target = tmp_path / "out.json"
     results.atomic_write_json(target, {"a": 1})
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
         results.atomic_write_json(target, {"a": object()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
