@@ -150,14 +150,14 @@ def run_key(config: Mapping[str, Any]) -> str:
     """The file name (without suffix) of one run: a readable prefix of its settings and a hash of its config.
 
     ``key=value`` pairs in sorted order (``code``, the library's version, left out: the hash covers
-    it), characters other than letters, digits and ``.=+-`` replaced by ``-``, cut at the
+    it), characters other than letters, digits and ``._=+-`` replaced by ``-``, cut at the
     prefix's length; then ``__`` and the first hex digits of the SHA-256 of :func:`canonical_json`.
     The prefix is for reading only: the hash makes the key injective (different configs, different
     keys, up to a collision of the hash). At most :data:`MAX_KEY_LENGTH` characters.
     """
     digest = hashlib.sha256(canonical_json(dict(config)).encode("utf-8")).hexdigest()[:_HASH_CHARS]
     pairs = (f"{key}={config[key]}" for key in sorted(config) if key != "code")
-    prefix = "__".join(re.sub(r"[^A-Za-z0-9.=+-]", "-", pair) for pair in pairs)[:_PREFIX_CHARS]
+    prefix = "__".join(re.sub(r"[^A-Za-z0-9._=+-]", "-", pair) for pair in pairs)[:_PREFIX_CHARS]
     return f"{prefix}__{digest}"
 
 
