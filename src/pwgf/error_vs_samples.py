@@ -24,7 +24,7 @@ import torch
 
 from pwgf import estimators as est
 from pwgf import exact
-from pwgf._validate import check_choice, check_positive_int
+from pwgf._validate import check_choice, check_list, check_positive_int
 from pwgf.sweep import check_scheduler
 
 __all__ = ["MAX_DIM", "problem", "run", "configs", "validate_parameters"]
@@ -67,14 +67,6 @@ def configs(estimator_names: Sequence[str], dims: Sequence[int], n_samples: Sequ
             for e in estimator_names for d in dims for n in n_samples]
 
 
-def _check_list(value: Any, name: str) -> list[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise ValueError(f"{name} must be a non-empty list, got {value!r}")
-    if len(set(map(repr, value))) != len(value):
-        raise ValueError(f"{name} must not repeat an entry (two runs would be the same), got {list(value)!r}")
-    return list(value)
-
-
 def validate_parameters(
     estimators: Sequence[str], dims: Sequence[int], n_samples: Sequence[int], replicates: int, seed: int, scheduler: str, workers: int
 ) -> None:
@@ -84,12 +76,12 @@ def validate_parameters(
     integers in [1, :data:`MAX_DIM`]; ``n_samples``: integers >= 2 (the leave-one-out baseline); ``replicates``
     >= 2 (a variance); ``seed`` >= 0; ``scheduler`` and ``workers`` as :func:`pwgf.sweep.run_sweep` takes them.
     """
-    for name in _check_list(estimators, "estimators"):
+    for name in check_list(estimators, "estimators"):
         check_choice(name, _bernoulli_estimators(), "estimator (in estimators)")
-    for d in _check_list(dims, "dims"):
+    for d in check_list(dims, "dims"):
         if check_positive_int(d, "dims entry") > MAX_DIM:
             raise ValueError(f"dims entries must be at most {MAX_DIM} (exact enumeration of 2**d states), got {d}")
-    for n in _check_list(n_samples, "n_samples"):
+    for n in check_list(n_samples, "n_samples"):
         if check_positive_int(n, "n_samples entry") < 2:
             raise ValueError(f"n_samples entries must be >= 2 (leave-one-out baseline), got {n}")
     if check_positive_int(replicates, "replicates") < 2:

@@ -50,7 +50,7 @@ from torch import nn
 
 from pwgf import estimators, families, results, sweep
 from pwgf.bootstrap import paired_ratio_interval
-from pwgf._validate import check_choice, check_positive, check_positive_int
+from pwgf._validate import check_choice, check_list, check_positive, check_positive_int
 
 __all__ = [
     "ESTIMATOR_NAMES",
@@ -64,6 +64,8 @@ __all__ = [
     "discriminator_loss",
     "code_version",
     "validate_config",
+    "validate_parameters",
+    "PAGE_ESTIMATORS",
     "variance_epochs",
     "train",
     "tuning_configs",
@@ -455,3 +457,56 @@ def compare_spreads(
     decision = "smaller" if low > 1 else "larger" if high < 1 else "no significant difference"
     return {"measure": measure, "estimator": estimator, "reference": reference, "lambda0": float(lambda0), "level": level,
             "ratio": ratio, "interval": (low, high), "decision": decision, "n_seeds": len(num_seeds)}
+
+
+#: The estimators the page's comparison with Table 1 reads (pWGF against ST, and the oracle's rate).
+PAGE_ESTIMATORS: tuple[str, ...] = ("pwgf_mmd", "st", "exact")
+
+
+def validate_parameters(
+    estimator_names: Sequence[str],
+    n_seeds: int,
+    n_tuning_seeds: int,
+    base: Mapping[str, Any],
+    lambda0: float,
+    lambda0_extra: Sequence[float],
+    lr_grid: Sequence[float],
+    eps_grid: Sequence[float],
+    bw_grid: Sequence[float | str],
+    window: int,
+    variance_repeats: int,
+    scheduler: str,
+    workers: int,
+) -> None:
+    """Check the parameters of ``notebooks/poisson_inference.md`` before any run; ValueError naming the parameter.
+
+    Beyond what every config checks (:func:`validate_config`, on every tuning config and on every
+    reported config a selection could make), the combinations that would otherwise fail after the
+    sweeps: ``estimator_names`` must hold :data:`PAGE_ESTIMATORS`, which the page's tables compare;
+    ``window`` must lie in [2, ``epochs`` + 1] (the recorded rates of a run); seeds 0..``n_seeds``-1
+    (at least 2, a spread) must stay below the tuning seeds, 10000 onwards (at least 1); the rates
+    ``lambda0`` and ``lambda0_extra`` must be distinct.
+    """
+    names = check_list(estimator_names, "estimator_names")
+    missing = [name for name in PAGE_ESTIMATORS if name not in names]
+    if missing:
+        raise ValueError(f"estimator_names must include {list(PAGE_ESTIMATORS)} (the page compares pWGF with ST and the oracle), "
+                         f"missing {missing} in {names}")
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 2 <= n_seeds <= 10_000:
+        raise ValueError(f"n_seeds must be an integer in [2, 10000] (a spread needs two seeds; tuning seeds start at 10000), got {n_seeds!r}")
+    check_positive_int(n_tuning_seeds, "n_tuning_seeds")
+    lambda0s = [float(lambda0), *map(float, lambda0_extra)]
+    if len(set(lambda0s)) != len(lambda0s):
+        raise ValueError(f"lambda0_extra must not repeat lambda0 = {lambda0} or itself, got {list(lambda0_extra)}")
+    window = _check_window(window)
+    if window > base["epochs"] + 1:
+        raise ValueError(f"window must be at most epochs + 1 = {base['epochs'] + 1} (the rates a run records), got {window}")
+    check_list(lr_grid, "lr_grid")
+    if any(name in _USES_EPS_BW for name in names):
+        check_list(eps_grid, "eps_grid")
+        check_list(bw_grid, "bandwidth_grid")
+    tuning = tuning_configs({**base, "var_reps": 0}, names, lambda0s, range(10_000, 10_000 + n_tuning_seeds), lr_grid, eps_grid, bw_grid)
+    any_setting = {(c["estimator"], c["lambda0"]): c for c in tuning}  # a selection picks one setting per (estimator, lambda0)
+    final_configs({**base, "var_reps": variance_repeats}, any_setting, range(n_seeds))
+    sweep.check_scheduler(scheduler)
+    check_positive_int(workers, "workers")
