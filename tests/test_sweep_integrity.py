@@ -287,3 +287,11 @@ def test_on_a_cluster_a_result_that_is_not_json_keeps_what_was_written(tmp_path,
     assert all(json.loads((tmp_path / name).read_text())["result"]["y"] in (0.0, 1.0) for name in written)
     records = run_sweep(configs[:2], tensor_for_two, tmp_path, scheduler=cluster.scheduler_address)
     assert [r["result"]["y"] for r in records] == [0.0, 1.0]
+
+
+def test_a_cluster_worker_with_other_library_code_refuses_the_run(tmp_path, cluster, monkeypatch):
+    # The client believes its library code has another version (as after an edit the workers have not seen).
+    monkeypatch.setattr(sweep, "code_version", lambda run: "0123456789ab")
+    with pytest.raises(RuntimeError, match=r"was made for library code '0123456789ab', but this process runs '[0-9a-f]{12}'"):
+        run_sweep([{"x": 1}, {"x": 2}], square, tmp_path, scheduler=cluster.scheduler_address)
+    assert files(tmp_path) == []
