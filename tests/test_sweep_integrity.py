@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -239,21 +238,24 @@ def square(config):
 """
 
 
-@pytest.mark.parametrize("guarded", [False, True])
-def test_a_script_without_a_main_guard_is_told_so_before_workers_start(tmp_path, guarded):
-    call = 'print(run_sweep([{"x": 1}, {"x": 2}], square, "out", workers=2)[1]["result"])'
-    if guarded:
-        call = 'if __name__ == "__main__":\n    ' + call
-    (tmp_path / "sweep_script.py").write_text(SCRIPT.format(call=call))
-    done = subprocess.run([sys.executable, "sweep_script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+def run_script(folder: Path, call: str) -> subprocess.CompletedProcess:
+    (folder / "sweep_script.py").write_text(SCRIPT.format(call=call))
+    return subprocess.run([sys.executable, "sweep_script.py"], cwd=folder, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if guarded:
-        assert done.returncode == 0 and done.stdout.strip() == "{'y': 4}", done.stderr
-    else:
-        assert done.returncode != 0 and "Nanny failed to start" not in done.stderr
-        assert (f"RuntimeError: run_sweep with local worker processes was called at the top level of the script "
-                f"{tmp_path / 'sweep_script.py'} (line 8), outside `if __name__ == \"__main__\":`") in done.stderr
-        assert not (tmp_path / "out").exists()
+
+
+def test_a_script_without_a_main_guard_is_told_so_before_workers_start(tmp_path):
+    done = run_script(tmp_path, 'print(run_sweep([{"x": 1}, {"x": 2}], square, "out", workers=2)[1]["result"])')
+    assert done.returncode != 0 and "Nanny failed to start" not in done.stderr
+    assert (f"RuntimeError: run_sweep with local worker processes was called at the top level of the script "
+            f"{tmp_path / 'sweep_script.py'} (line 8), outside `if __name__ == \"__main__\":`") in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_guarded_script_passes_the_check(tmp_path):
+    """The same check under the guard (the sweep itself, with local workers started from pytest's guarded main, is test_sweep.py's)."""
+    done = run_script(tmp_path, 'if __name__ == "__main__":\n    from pwgf.sweep import _check_main_guard\n    _check_main_guard()\n    print("checked")')
+    assert done.returncode == 0 and done.stdout.strip() == "checked", done.stderr
 
 
 # --- the Dask path ---------------------------------------------------------------------------------
