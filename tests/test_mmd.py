@@ -189,22 +189,22 @@ def test_median_bandwidth_estimates_the_population_median():
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "message"),
     [
-        lambda: mmd.mmd_squared("bernoulli", torch.tensor([0.5]), torch.zeros(3, 1), -1.0),
-        lambda: mmd.mmd_squared("bernoulli", torch.tensor([0.5]), torch.zeros(3, 1), "mean"),
-        lambda: mmd.mmd_squared("bernoulli", torch.tensor([0.5]), torch.zeros(3, 1), torch.ones(2)),
-        lambda: mmd.mmd_squared("bernoulli", torch.tensor([1.5]), torch.zeros(3, 1)),
-        lambda: mmd.mmd_squared("gaussian", torch.tensor([0.5]), torch.zeros(3, 1)),
-        lambda: mmd.mmd_squared_grad_bernoulli(torch.tensor([0.5]), torch.zeros(3, 2)),
-        lambda: mmd.mmd_squared_grad_bernoulli(torch.tensor([0.5]), torch.tensor([[float("nan")]])),
-        lambda: mmd.mmd_squared_grad_poisson(torch.tensor([0.0]), torch.zeros(3, 1)),
-        lambda: mmd.mmd_squared_grad_poisson(torch.tensor([2.0]), torch.zeros(3, 1), tail=0.0),
-        lambda: mmd.mmd_squared_grad_categorical(torch.tensor([[0.5, 0.6]]), torch.zeros(3, 1, 2)),
-        lambda: mmd.mmd_squared_grad_categorical(torch.tensor([[0.5, 0.5]]), torch.zeros(3, 2)),
-        lambda: mmd.mmd_squared_grad("bernoulli", torch.tensor([0.5]), [[0.0]]),
+        (lambda: mmd.mmd_squared("bernoulli", torch.tensor([0.5]), torch.zeros(3, 1), -1.0), r"bandwidth must be > 0, got minimum -1"),
+        (lambda: mmd.mmd_squared("bernoulli", torch.tensor([0.5]), torch.zeros(3, 1), "mean"), r"unknown bandwidth 'mean'; valid: median"),
+        (lambda: mmd.mmd_squared("bernoulli", torch.tensor([0.5]), torch.zeros(3, 1), torch.ones(2)), r"bandwidth must be a number or a tensor of shape \[d\] = \[1\], got \(2,\)"),
+        (lambda: mmd.mmd_squared("bernoulli", torch.tensor([1.5]), torch.zeros(3, 1)), r"theta \(Bernoulli probabilities p\) must lie in \[0, 1\]"),
+        (lambda: mmd.mmd_squared("gaussian", torch.tensor([0.5]), torch.zeros(3, 1)), r"unknown family 'gaussian'; valid: bernoulli, categorical, poisson"),
+        (lambda: mmd.mmd_squared_grad_bernoulli(torch.tensor([0.5]), torch.zeros(3, 2)), r"z_tilde for 'bernoulli' .* must have shape \[N, d\]"),
+        (lambda: mmd.mmd_squared_grad_bernoulli(torch.tensor([0.5]), torch.tensor([[float("nan")]])), r"z_tilde must be finite"),
+        (lambda: mmd.mmd_squared_grad_poisson(torch.tensor([0.0]), torch.zeros(3, 1)), r"theta \(Poisson rates lambda\) must be > 0"),
+        (lambda: mmd.mmd_squared_grad_poisson(torch.tensor([2.0]), torch.zeros(3, 1), tail=0.0), r"tail must lie in \(0, 1\), got 0.0"),
+        (lambda: mmd.mmd_squared_grad_categorical(torch.tensor([[0.5, 0.6]]), torch.zeros(3, 1, 2)), r"theta rows for 'categorical' must sum to 1"),
+        (lambda: mmd.mmd_squared_grad_categorical(torch.tensor([[0.5, 0.5]]), torch.zeros(3, 2)), r"z_tilde for 'categorical' .* must have shape \[N, d, K\]"),
+        (lambda: mmd.mmd_squared_grad("bernoulli", torch.tensor([0.5]), [[0.0]]), r"z_tilde must be a torch.Tensor, got list"),
     ],
 )
-def test_bad_inputs_raise(call):
-    with pytest.raises(ValueError):
+def test_bad_inputs_raise(call, message):
+    with pytest.raises(ValueError, match=message):
         call()

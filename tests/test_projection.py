@@ -140,24 +140,24 @@ def f_square(z):
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "message"),
     [
-        lambda: estimators.surrogate("st", "bernoulli", torch.tensor([0.5]), f_square, 0),
-        lambda: estimators.surrogate("st", "bernoulli", torch.tensor([1.5]), f_vector, 4),
-        lambda: estimators.surrogate("st", "gaussian", torch.tensor([0.5]), f_square, 4),
-        lambda: estimators.surrogate("st", "bernoulli", torch.tensor([0.5]), lambda z: z, 4),
-        lambda: estimators.surrogate("pwgf_st", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=0.0),
-        lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=-1.0),
-        lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth=0.0),
-        lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth="silverman"),
-        lambda: estimators.surrogate("pwgf_mmd", "poisson", torch.tensor([2.0]), lambda z: torch.ones(z.shape[0]), 4),
-        lambda: estimators.surrogate("pwgf_mmd", "poisson", torch.tensor([2.0]), lambda z: z.sum(-1).round().detach(), 4),
-        lambda: estimators.surrogate("pwgf_mmd_argmin", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=0.0),
-        lambda: estimators.surrogate("pwgf_mmd_argmin", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth=torch.ones(3)),
+        (lambda: estimators.surrogate("st", "bernoulli", torch.tensor([0.5]), f_square, 0), r"n_samples must be an integer >= 1, got 0"),
+        (lambda: estimators.surrogate("st", "bernoulli", torch.tensor([1.5]), f_vector, 4), r"theta \(Bernoulli probabilities p\) must lie in \[0, 1\]"),
+        (lambda: estimators.surrogate("st", "gaussian", torch.tensor([0.5]), f_square, 4), r"unknown family 'gaussian'"),
+        (lambda: estimators.surrogate("st", "bernoulli", torch.tensor([0.5]), lambda z: z, 4), r"f must map samples of shape \[n, ...\] = \(4, 1\) to costs of shape \[4\], got \(4, 1\)"),
+        (lambda: estimators.surrogate("pwgf_st", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=0.0), r"eps must be > 0, got minimum 0"),
+        (lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=-1.0), r"eps must be > 0, got minimum -1"),
+        (lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth=0.0), r"bandwidth must be > 0, got minimum 0"),
+        (lambda: estimators.surrogate("pwgf_mmd", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth="silverman"), r"unknown bandwidth 'silverman'; valid: median"),
+        (lambda: estimators.surrogate("pwgf_mmd", "poisson", torch.tensor([2.0]), lambda z: torch.ones(z.shape[0]), 4), r"f must be differentiable in z"),
+        (lambda: estimators.surrogate("pwgf_mmd", "poisson", torch.tensor([2.0]), lambda z: z.sum(-1).round().detach(), 4), r"f must be differentiable in z"),
+        (lambda: estimators.surrogate("pwgf_mmd_argmin", "bernoulli", torch.tensor([0.5]), f_square, 4, eps=0.0), r"eps must be > 0, got minimum 0"),
+        (lambda: estimators.surrogate("pwgf_mmd_argmin", "bernoulli", torch.tensor([0.5]), f_square, 4, bandwidth=torch.ones(3)), r"bandwidth must be a number, 'median', or a tensor broadcastable to \(1,\), got \(3,\)"),
     ],
 )
-def test_bad_inputs_raise(call):
-    with pytest.raises(ValueError):
+def test_bad_inputs_raise(call, message):
+    with pytest.raises(ValueError, match=message):
         call()
 
 
@@ -191,7 +191,7 @@ def test_pwgf_mmd_expectation_matches_monte_carlo(family):
     reps = torch.stack([grad_of("pwgf_mmd", family, theta, f, s, eps=0.1, bandwidth=1.0) for s in range(100)])
     se = reps.std(0) / 100**0.5
     assert ((reps.mean(0) - mean).abs() <= 5 * se + 1e-12).all()  # 5 standard errors of the Monte Carlo mean
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bandwidth must be a fixed positive number or tensor here; the median heuristic depends on the whole batch"):
         projection.pwgf_mmd_expectation(family, theta, f, bandwidth="median")
 
 
@@ -204,7 +204,7 @@ def test_benchmark_harness_records_timings_and_ratios():
     ratios = bench.overhead(2, families=("poisson",), d=3, n=2)["poisson"]
     assert set(ratios) >= {"pwgf_mmd_over_st", "pwgf_mmd_argmin_over_st", "target", "within_target", "st_cpu_median_s"}
     assert ratios["within_target"] == (ratios["pwgf_mmd_over_st"] <= bench.TARGET_RATIO)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1, got 0"):
         bench.run(0)
 
 

@@ -10,7 +10,7 @@ from pwgf import results
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
     target = tmp_path / "out.json"
     results.atomic_write_json(target, {"a": 1})
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
         results.atomic_write_json(target, {"a": object()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
@@ -29,7 +29,9 @@ def test_atomic_open_writes_bytes_and_rejects_other_modes(tmp_path):
 
 
 def test_run_key_is_order_independent_and_path_safe():
-    assert results.run_key({"b": 2, "a": "x/y"}) == results.run_key({"a": "x/y", "b": 2}) == "a=x-y__b=2"
+    key = results.run_key({"b": 2, "a": "x/y"})
+    assert key == results.run_key({"a": "x/y", "b": 2})
+    assert key.startswith("a=x-y__b=2__") and len(key) == len("a=x-y__b=2__") + 20 and "/" not in key
 
 
 def test_results_dir_follows_the_environment(tmp_path, monkeypatch):

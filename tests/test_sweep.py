@@ -20,7 +20,7 @@ import torch
 
 from pwgf import poisson_gan as pg
 from pwgf.results import atomic_write_text, read_json, run_key
-from pwgf.sweep import checkpoint_path, load_checkpoint, local_cluster, run_sweep, save_checkpoint
+from pwgf.sweep import checkpoint_path, code_version, load_checkpoint, local_cluster, run_config, run_sweep, save_checkpoint
 
 # Workers cannot import this file: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -86,16 +86,21 @@ def plain_run(config):
     return {"y": config["x"] ** 2, "threads": torch.get_num_threads()}
 
 
+def key(config, run=None) -> str:
+    """The run key of ``config`` as the engine stores it (with the code version of ``run``, default the toy run)."""
+    return run_key(run_config(config, toy_train if run is None else run))
+
+
 def attempts(out_dir: Path, config) -> list[tuple[int, int]]:
     """``(pid, first step)`` of every attempt of ``config``'s run, from the toy run's log."""
-    lines = (out_dir / "attempts" / f"{run_key(config)}.log").read_text().split()
+    lines = (out_dir / "attempts" / f"{key(config)}.log").read_text().split()
     return [(int(pid), int(step)) for pid, step in zip(lines[::2], lines[1::2])]
 
 
-def assert_clean(out_dir: Path, configs) -> None:
+def assert_clean(out_dir: Path, configs, run=None) -> None:
     """Exactly one whole result file per config, no checkpoint left, no temporary file anywhere."""
     results = sorted(p.name for p in out_dir.glob("*.json"))
-    assert results == sorted(f"{run_key(c)}.json" for c in configs)
+    assert results == sorted(f"{key(c, run)}.json" for c in configs)
     assert all(set(read_json(out_dir / name)) == {"config", "result"} for name in results)
     assert [p for p in out_dir.rglob("*") if p.name.startswith(".") or p.suffix in (".pt", ".tmp")] == []
 
@@ -115,10 +120,10 @@ def test_sweep_resumes_without_recomputing(tmp_path, capsys):
     configs = [{"x": x} for x in range(4)]
     with pytest.raises(RuntimeError, match="interrupted"):
         run_sweep(configs, run, tmp_path, workers=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x=0.json", "x=1.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{key({'x': x}, run)}.json" for x in (0, 1))
     records = run_sweep(configs, run, tmp_path, workers=1, desc="resumed")
     assert calls == [0, 1, 2, 2, 3]
-    assert records == [{"config": {"x": x}, "result": {"y": x**2}} for x in range(4)]
+    assert records == [{"config": {"x": x, "code": code_version(run)}, "result": {"y": x**2}} for x in range(4)]
     bar = capsys.readouterr().err
     assert "resumed:  50%" in bar and "4/4" in bar  # finished runs count from the start
 
@@ -137,10 +142,10 @@ def test_runs_get_one_torch_thread_and_the_count_is_restored(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"configs": [{"x": 1}, {"x": 1}]}, "configs must be distinct"),
+        ({"configs": [{"x": 1}, {"x": 1}]}, r"configs must be distinct: runs \[0, 1\] have the same config"),
         ({"workers": 0}, "workers must be an integer >= 1"),
-        ({"scheduler": ""}, "scheduler must be 'local' or a Dask scheduler address"),
-        ({"scheduler": None}, "scheduler must be 'local' or a Dask scheduler address"),
+        ({"scheduler": ""}, r"scheduler must be 'local' .* or a Dask scheduler address such as 'tcp://host:8786'"),
+        ({"scheduler": None}, r"scheduler must be 'local' .* or a Dask scheduler address such as 'tcp://host:8786'"),
     ],
 )
 def test_bad_arguments_are_rejected_before_any_run(tmp_path, kwargs, message):
@@ -159,7 +164,7 @@ def test_checkpoint_round_trip_is_atomic(tmp_path):
     loaded = load_checkpoint(path)
     assert loaded["step"] == 3 and loaded["history"] == [0.5, 0.25] and loaded["note"] is None
     assert torch.equal(torch.Generator().set_state(loaded["generator"]).get_state(), generator.get_state())
-    with pytest.raises((AttributeError, pickle.PicklingError)):
+    with pytest.raises((AttributeError, pickle.PicklingError), match="Can't pickle local object|Can't get local object"):
         save_checkpoint(path, {"step": 4, "bad": lambda: None})  # not picklable: the old checkpoint stays
     assert load_checkpoint(path)["step"] == 3
     assert [p.name for p in path.parent.iterdir()] == ["run.pt"]
@@ -170,15 +175,15 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_numbers(tmp_pat
     reference = run_sweep(configs, toy_train, tmp_path / "reference", workers=1, checkpoints=True)
     out_dir = tmp_path / "interrupted"
     (out_dir / "attempts").mkdir(parents=True)
-    (out_dir / "attempts" / f"{run_key(configs[1])}.raise").touch()
+    (out_dir / "attempts" / f"{key(configs[1])}.raise").touch()
     with pytest.raises(Interrupted, match="after step 4"):
         run_sweep(configs, toy_train, out_dir, workers=1, checkpoints=True)
-    assert load_checkpoint(checkpoint_path(out_dir, configs[1]))["step"] == 4
+    assert load_checkpoint(checkpoint_path(out_dir, run_config(configs[1], toy_train)))["step"] == 4
     records = run_sweep(configs, toy_train, out_dir, workers=1, checkpoints=True)
     assert records == reference  # bit for bit, though run 1 restarted at step 4
     assert [step for _, step in attempts(out_dir, configs[1])] == [0, 4]
     assert [step for _, step in attempts(out_dir, configs[2])] == [0]  # run 2 never started before the interruption
-    (out_dir / "attempts" / f"{run_key(configs[1])}.raise").unlink()
+    (out_dir / "attempts" / f"{key(configs[1])}.raise").unlink()
     assert_clean(out_dir, configs)
     assert_clean(tmp_path / "reference", configs)
 
@@ -220,7 +225,7 @@ def test_a_failing_run_on_the_cluster_stops_the_sweep_and_keeps_finished_results
     configs = [{"x": x} for x in range(5)]
     with pytest.raises(ValueError, match="x must not be 3"):
         run_sweep(configs, plain_run, tmp_path, scheduler=cluster.scheduler_address)
-    assert "x=3.json" not in {p.name for p in tmp_path.iterdir()}
+    assert f"{key({'x': 3}, plain_run)}.json" not in {p.name for p in tmp_path.iterdir()}
     records = run_sweep(configs[:3] + configs[4:], plain_run, tmp_path, scheduler=cluster.scheduler_address)
     assert [r["result"] for r in records] == [{"y": x**2, "threads": 1} for x in (0, 1, 2, 4)]
 
@@ -231,7 +236,7 @@ def test_a_killed_worker_costs_only_its_run_which_resumes_from_its_checkpoint(tm
     reference = run_sweep(configs, toy_train, tmp_path / "reference", workers=1, checkpoints=True)
     out_dir = tmp_path / "cluster"
     (out_dir / "attempts").mkdir(parents=True)
-    (out_dir / "attempts" / f"{run_key(victim)}.block").touch()
+    (out_dir / "attempts" / f"{key(victim)}.block").touch()
     held = out_dir / "attempts" / "held"
     killed = []
 
@@ -254,7 +259,7 @@ def test_a_killed_worker_costs_only_its_run_which_resumes_from_its_checkpoint(tm
     assert first == (killed[0], 0)
     assert [step for _, step in retries] == [EVERY]  # retried once, from its checkpoint
     assert retries[0][0] != killed[0]  # in another process
-    for name in ("held", f"{run_key(victim)}.block"):
+    for name in ("held", f"{key(victim)}.block"):
         (out_dir / "attempts" / name).unlink()
     assert_clean(out_dir, configs)
 

@@ -65,7 +65,7 @@ def config(**overrides):
         ({"steps": 0}, "steps must be an integer >= 1"),
         ({"test": 1}, "test must be True or False"),
         ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
-        ({"code": "x" * 200}, "run key of this config has .* characters, more than 220"),
+        ({"code": 3}, "code must be a string"),
     ],
 )
 def test_a_bad_config_names_the_key(overrides, message):
@@ -93,7 +93,8 @@ def test_every_config_of_a_sweep_is_validated_before_any_run():
 def test_the_paper_scale_config_fits_in_a_file_name():
     paper = config(arch="two_layer", estimator="pwgf_mmd_argmin", data="static", lim=None, batch=50, steps=1_200_000, eval=1000,
                    ckpt=10_000, var=100, k=1000, k_n=None, seed=10_004, lr=3e-5)
-    assert len(results.run_key(vt.validate_config(paper))) <= vt.MAX_KEY_LENGTH
+    key = results.run_key(vt.validate_config(paper))
+    assert len(key) <= results.MAX_KEY_LENGTH and len(f".{key}.json.abcdefgh.tmp".encode()) < 255
 
 
 # ---- the costs and gradients ---------------------------------------------------------------------------
@@ -248,7 +249,11 @@ def test_the_summary_has_the_schema_the_verdict_reads(tmp_path):
     summary = results.read_json(json_path)
     row = summary["rows"][0]
     assert row["test_nll_bound_k"] == 3 and row["test_nll_bound_images"] == 5 and row["temperature"] in (None, 0.5)
-    assert all(math.isfinite(r["test_neg_elbo"]) and r["test_nll_bound"] <= r["test_neg_elbo"] + 3 * r["test_neg_elbo_se"] + 10 for r in summary["rows"])
+    # The bound's value is checked two-sided against its exact value, within its Monte Carlo standard error, in
+    # tests/test_vae_bookkeeping.py (a model small enough to enumerate); the summary holds no paired standard
+    # error of bound and -ELBO on the same images, and the spread across images (test_nll_bound_se, ~12 nats
+    # here) would make a check of their order here one that cannot fail.
+    assert all(math.isfinite(r[f]) for r in summary["rows"] for f in ("test_neg_elbo", "test_nll_bound", "test_neg_elbo_on_bound_images"))
     table = verdict.table2_rows(summary)
     assert next(r for r in table if r["arch"] == "linear" and r["estimator"] == "st")["n_seeds"] == 2
     assert not list((tmp_path / "runs" / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint

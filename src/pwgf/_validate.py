@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ __all__ = [
     "check_weights",
     "check_choice",
     "check_positive_int",
+    "check_list",
 ]
 
 
@@ -79,3 +81,12 @@ def check_positive_int(n: Any, name: str) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
     return int(n)
+
+
+def check_list(value: Any, name: str) -> list[Any]:
+    """Return ``value`` as a list, or raise ValueError unless it is a non-empty list (or tuple) without repeated entries."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+        raise ValueError(f"{name} must be a non-empty list, got {value!r}")
+    if len(set(map(repr, value))) != len(value):
+        raise ValueError(f"{name} must not repeat an entry (two runs would be the same), got {list(value)!r}")
+    return list(value)

@@ -23,12 +23,13 @@ an epoch is ``iters`` iterations, and :math:`\lambda` is recorded after every ep
 the data set, the discriminator's initialization and every draw, so runs of different estimators
 with one seed see the same data (paired comparison). A sweep runs :func:`train` over its configs with
 :func:`pwgf.sweep.run_sweep`, on this machine or a Dask cluster. Every run's config is a flat dict
-(short keys, because the result file is named after it by :func:`pwgf.results.run_key`):
+(short keys, because the readable part of its result file's name is made of them by :func:`pwgf.results.run_key`):
 
 ``estimator, seed, lambda0, lambda_init, n_data, epochs, iters, batch, lr_g, lr_d, width, loss, eps, bw, var_reps, code``
 
 ``eps`` and ``bw``, the pWGF step and MMD kernel bandwidth, are ``None`` for estimators that do not
-use them; ``code`` is :func:`code_version`, so results of older library code are never reused. With
+use them; ``code`` is :func:`code_version`, the version of the library code a run executes (which
+:func:`pwgf.sweep.run_sweep` would add), so results of older library code are never reused. With
 ``var_reps > 0`` the run also measures, at the epochs :func:`variance_epochs`, the mean and
 variance of ``var_reps`` independent estimates of the gradient at the current
 :math:`(\lambda, \omega)` together with the exact gradient (truncated enumeration, ``"exact"``), on
@@ -47,9 +48,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pwgf import estimators, families, results
+from pwgf import estimators, families, results, sweep
 from pwgf.bootstrap import paired_ratio_interval
-from pwgf._validate import check_choice, check_positive, check_positive_int
+from pwgf._validate import check_choice, check_list, check_positive, check_positive_int
 
 __all__ = [
     "ESTIMATOR_NAMES",
@@ -63,6 +64,8 @@ __all__ = [
     "discriminator_loss",
     "code_version",
     "validate_config",
+    "validate_parameters",
+    "PAGE_ESTIMATORS",
     "variance_epochs",
     "train",
     "tuning_configs",
@@ -100,8 +103,6 @@ _CONFIG_KEYS = frozenset(
     {"estimator", "seed", "lambda0", "lambda_init", "n_data", "epochs", "iters", "batch", "lr_g", "lr_d", "width", "loss", "eps", "bw", "var_reps", "code"}
 )
 _USES_EPS_BW = frozenset({"pwgf_mmd", "pwgf_mmd_argmin"})  # estimators that take the pWGF step eps and the MMD bandwidth
-#: The modules a run executes; their sources define :func:`code_version`.
-_RUN_MODULES = ("_validate", "families", "exact", "mmd", "projection", "relax", "estimators", "poisson_gan")
 _VARIANCE_STREAM = 0x5EED  # offset of the variance-measurement RNG stream from the run's seed
 
 
@@ -146,8 +147,8 @@ def discriminator_loss(discriminator: Discriminator, real: torch.Tensor, fake: t
 
 
 def code_version() -> str:
-    """First 12 hex digits of the SHA-256 of the sources of the modules a run executes (:func:`pwgf.results.code_version`)."""
-    return results.code_version(_RUN_MODULES)
+    """The version of the library code a run of :func:`train` executes (:func:`pwgf.sweep.code_version`)."""
+    return sweep.code_version(train)
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,15 +204,10 @@ def _gradient_moments(config: Mapping[str, Any], lam: torch.Tensor, f: Callable,
 
 def train(config: Mapping[str, Any]) -> dict[str, Any]:
     """One GAN run (module docstring); returns ``lambda`` after each epoch, data statistics, variance
-    checkpoints and the run's compute time in ``seconds``. A sweep runs it with :func:`pwgf.sweep.run_sweep`.
-
-    The config's ``code`` must be this process's :func:`code_version`: a worker of a cluster that runs
-    other library code refuses the run rather than file its numbers under the wrong version.
+    checkpoints and the run's compute time in ``seconds``. A sweep runs it with :func:`pwgf.sweep.run_sweep`,
+    which refuses to run it in a process whose library code is not the config's ``code``.
     """
     c = validate_config(config)
-    if c["code"] != code_version():
-        raise ValueError(f"code is {c['code']!r} but this process runs library code {code_version()!r}: "
-                         "every worker of a sweep must run the same pwgf sources as the process that made the configs")
     started = time.perf_counter()
     return {**_train(c), "seconds": time.perf_counter() - started}
 
@@ -461,3 +457,56 @@ def compare_spreads(
     decision = "smaller" if low > 1 else "larger" if high < 1 else "no significant difference"
     return {"measure": measure, "estimator": estimator, "reference": reference, "lambda0": float(lambda0), "level": level,
             "ratio": ratio, "interval": (low, high), "decision": decision, "n_seeds": len(num_seeds)}
+
+
+#: The estimators the page's comparison with Table 1 reads (pWGF against ST, and the oracle's rate).
+PAGE_ESTIMATORS: tuple[str, ...] = ("pwgf_mmd", "st", "exact")
+
+
+def validate_parameters(
+    estimator_names: Sequence[str],
+    n_seeds: int,
+    n_tuning_seeds: int,
+    base: Mapping[str, Any],
+    lambda0: float,
+    lambda0_extra: Sequence[float],
+    lr_grid: Sequence[float],
+    eps_grid: Sequence[float],
+    bw_grid: Sequence[float | str],
+    window: int,
+    variance_repeats: int,
+    scheduler: str,
+    workers: int,
+) -> None:
+    """Check the parameters of ``notebooks/poisson_inference.md`` before any run; ValueError naming the parameter.
+
+    Beyond what every config checks (:func:`validate_config`, on every tuning config and on every
+    reported config a selection could make), the combinations that would otherwise fail after the
+    sweeps: ``estimator_names`` must hold :data:`PAGE_ESTIMATORS`, which the page's tables compare;
+    ``window`` must lie in [2, ``epochs`` + 1] (the recorded rates of a run); seeds 0..``n_seeds``-1
+    (at least 2, a spread) must stay below the tuning seeds, 10000 onwards (at least 1); the rates
+    ``lambda0`` and ``lambda0_extra`` must be distinct.
+    """
+    names = check_list(estimator_names, "estimator_names")
+    missing = [name for name in PAGE_ESTIMATORS if name not in names]
+    if missing:
+        raise ValueError(f"estimator_names must include {list(PAGE_ESTIMATORS)} (the page compares pWGF with ST and the oracle), "
+                         f"missing {missing} in {names}")
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 2 <= n_seeds <= 10_000:
+        raise ValueError(f"n_seeds must be an integer in [2, 10000] (a spread needs two seeds; tuning seeds start at 10000), got {n_seeds!r}")
+    check_positive_int(n_tuning_seeds, "n_tuning_seeds")
+    lambda0s = [float(lambda0), *map(float, lambda0_extra)]
+    if len(set(lambda0s)) != len(lambda0s):
+        raise ValueError(f"lambda0_extra must not repeat lambda0 = {lambda0} or itself, got {list(lambda0_extra)}")
+    window = _check_window(window)
+    if window > base["epochs"] + 1:
+        raise ValueError(f"window must be at most epochs + 1 = {base['epochs'] + 1} (the rates a run records), got {window}")
+    check_list(lr_grid, "lr_grid")
+    if any(name in _USES_EPS_BW for name in names):
+        check_list(eps_grid, "eps_grid")
+        check_list(bw_grid, "bandwidth_grid")
+    tuning = tuning_configs({**base, "var_reps": 0}, names, lambda0s, range(10_000, 10_000 + n_tuning_seeds), lr_grid, eps_grid, bw_grid)
+    any_setting = {(c["estimator"], c["lambda0"]): c for c in tuning}  # a selection picks one setting per (estimator, lambda0)
+    final_configs({**base, "var_reps": variance_repeats}, any_setting, range(n_seeds))
+    sweep.check_scheduler(scheduler)
+    check_positive_int(workers, "workers")

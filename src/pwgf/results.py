@@ -2,7 +2,10 @@
 
 Every file is written atomically (a temporary file in the same folder, flushed and fsync'ed, then
 ``os.replace``), so a process killed mid-write leaves either the old file or the whole new one,
-never a half-written one. :mod:`pwgf.sweep` stores one such file per run of a sweep.
+never a half-written one, and is created with the permissions the process's umask allows (as
+``open`` would), so that collaborators on a shared filesystem can read it. :mod:`pwgf.sweep` stores
+one such file per run of a sweep, named by :func:`run_key`: a readable prefix and a hash of the
+config's canonical JSON (:func:`canonical_json`), so two different configs never share a file.
 
 Each experiment notebook ``notebooks/<experiment>.md`` writes its summary to
 ``<results>/<experiment>/summary.json``, where ``<results>`` is the environment variable
@@ -18,7 +21,9 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,8 +36,10 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "read_json",
+    "check_json",
+    "canonical_json",
     "run_key",
-    "code_version",
+    "MAX_KEY_LENGTH",
     "write_summary",
     "results_dir",
     "summary_path",
@@ -41,6 +48,24 @@ __all__ = [
 
 #: Environment variable naming the folder that holds one sub-folder of results per experiment.
 RESULTS_ENV = "PWGF_RESULTS_DIR"
+#: Characters of the readable prefix of a run key, and of the hash that follows it.
+_PREFIX_CHARS, _HASH_CHARS = 96, 20
+#: Longest :func:`run_key`: result and checkpoint files, with the temporary names of atomic writes, stay far below 255 bytes.
+MAX_KEY_LENGTH: int = _PREFIX_CHARS + 2 + _HASH_CHARS
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (changing it is process-wide)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -53,6 +78,7 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600 whatever the umask
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
             yield handle
             handle.flush()
@@ -80,25 +106,59 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def run_key(config: Mapping[str, Any]) -> str:
-    """A file-name-safe key for one run, e.g. ``estimator=st__seed=3``, from its config (sorted keys)."""
-    parts = []
-    for key in sorted(config):
-        value = str(config[key]).replace("/", "-").replace(" ", "")
-        parts.append(f"{key}={value}")
-    return "__".join(parts)
+def check_json(obj: Any, name: str, *, allow_nan: bool = True) -> None:
+    """Raise TypeError unless ``obj`` reads back from JSON as itself, naming the first part that does not.
 
-
-def code_version(modules: Sequence[str]) -> str:
-    """First 12 hex digits of the SHA-256 of the sources of the ``pwgf`` modules a run executes (names without ``.py``).
-
-    An experiment puts it in every run's config, so that results of other library code are never reused.
+    Allowed: None, bool, int, float, str, lists and tuples of these, and dicts with string keys (JSON
+    would turn other keys into strings, so ``{1: a}`` and ``{"1": a}`` would read back alike). With
+    ``allow_nan=False`` a NaN or infinite float is refused too (ValueError): a config holding one is
+    not equal to itself. ``name`` is how the error names ``obj``, e.g. ``"config"``.
     """
-    root = Path(__file__).parent
-    digest = hashlib.sha256()
-    for name in modules:
-        digest.update((root / f"{name}.py").read_bytes())
-    return digest.hexdigest()[:12]
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return
+    if isinstance(obj, float):
+        if not allow_nan and not math.isfinite(obj):
+            raise ValueError(f"{name} is {obj!r}, which JSON cannot hold as a number: use a finite value or None")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            check_json(item, f"{name}[{i}]", allow_nan=allow_nan)
+        return
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{name} has the key {key!r} of type {type(key).__name__}; JSON object keys must be strings")
+            check_json(value, f"{name}[{key!r}]", allow_nan=allow_nan)
+        return
+    raise TypeError(
+        f"{name} is a {type(obj).__module__}.{type(obj).__qualname__} ({obj!r:.60}), which is not JSON-serializable: "
+        "use a Python number, string, bool, None, or a list or dict of these (e.g. float(x) or tensor.tolist())"
+    )
+
+
+def canonical_json(obj: Any) -> str:
+    """The one JSON text of ``obj`` (sorted keys, no spaces, finite numbers only; :func:`check_json` first).
+
+    Equal configs give equal texts, and configs that differ as JSON values give different texts:
+    ``0.0001`` and ``"0.0001"``, or ``"a/b"`` and ``"a-b"``, differ here.
+    """
+    check_json(obj, "config", allow_nan=False)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def run_key(config: Mapping[str, Any]) -> str:
+    """The file name (without suffix) of one run: a readable prefix of its settings and a hash of its config.
+
+    ``key=value`` pairs in sorted order (``code``, the library's version, left out: the hash covers
+    it), characters other than letters, digits and ``._=+-`` replaced by ``-``, cut at the
+    prefix's length; then ``__`` and the first hex digits of the SHA-256 of :func:`canonical_json`.
+    The prefix is for reading only: the hash makes the key injective (different configs, different
+    keys, up to a collision of the hash). At most :data:`MAX_KEY_LENGTH` characters.
+    """
+    digest = hashlib.sha256(canonical_json(dict(config)).encode("utf-8")).hexdigest()[:_HASH_CHARS]
+    pairs = (f"{key}={config[key]}" for key in sorted(config) if key != "code")
+    prefix = "__".join(re.sub(r"[^A-Za-z0-9._=+-]", "-", pair) for pair in pairs)[:_PREFIX_CHARS]
+    return f"{prefix}__{digest}"
 
 
 def write_summary(

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from pwgf import estimators, results
-from pwgf._validate import check_choice
+from pwgf._validate import check_choice, check_list, check_positive_int
+from pwgf.sweep import check_scheduler
 from pwgf.vae import ARCHITECTURES
 from pwgf.vae_training import ESTIMATOR_NAMES, KNOBS, code_version, validate_config
 
@@ -42,6 +43,7 @@ __all__ = [
     "write_summary",
     "curve_rows",
     "variance_rows",
+    "validate_parameters",
 ]
 
 #: The protocol of ARM's MNIST scripts :cite:`yin2019arm`, which Table 2 follows: training images of the static
@@ -200,3 +202,45 @@ def variance_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Gradient-variance measurements: one row per run and checkpoint (:func:`pwgf.vae_training.gradient_variance`)."""
     return [{"arch": r["config"]["arch"], "estimator": r["config"]["estimator"], "seed": r["config"]["seed"], **v}
             for r in records for v in r["result"]["variance"]]
+
+
+def validate_parameters(
+    archs: Sequence[str],
+    estimator_names: Sequence[str],
+    tuning_arch: str | None,
+    n_seeds: int,
+    n_tuning_seeds: int,
+    base: Mapping[str, Any],
+    lr_grid: Sequence[float],
+    temp_grid: Sequence[float],
+    eps_grid: Sequence[float],
+    bw_grid: Sequence[float | str],
+    scheduler: str,
+    workers: int,
+) -> None:
+    """Check the parameters of ``notebooks/bernoulli_vae.md`` before any run; ValueError naming the parameter.
+
+    ``archs`` and ``estimator_names``: non-empty lists without repeats, of :data:`pwgf.vae.ARCHITECTURES`
+    and :data:`pwgf.vae_training.ESTIMATOR_NAMES`; ``tuning_arch`` one of the architectures or None;
+    ``n_seeds`` reported seeds 0..``n_seeds``-1, at least 2 (means over seeds) and below the tuning seeds,
+    10000 onwards (``n_tuning_seeds`` >= 1); every config of the tuning sweep, and every config of the
+    reported sweep whatever setting the tuning selects, validated (:func:`pwgf.vae_training.validate_config`),
+    so that no setting fails after the tuning sweep has run; ``scheduler`` and ``workers`` as
+    :func:`pwgf.sweep.run_sweep` takes them.
+    """
+    for arch in check_list(archs, "archs"):
+        check_choice(arch, ARCHITECTURES, "arch (in archs)")
+    for name in check_list(estimator_names, "estimator_names"):
+        check_choice(name, ESTIMATOR_NAMES, "estimator (in estimator_names)")
+    if tuning_arch is not None:
+        check_choice(tuning_arch, ARCHITECTURES, "tuning_arch")
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 2 <= n_seeds <= 10_000:
+        raise ValueError(f"n_seeds must be an integer in [2, 10000] (means over seeds; tuning seeds start at 10000), got {n_seeds!r}")
+    check_positive_int(n_tuning_seeds, "n_tuning_seeds")
+    tuning_archs = list(archs) if tuning_arch is None else [tuning_arch]
+    tuning = tuning_configs(base, tuning_archs, estimator_names, range(10_000, 10_000 + n_tuning_seeds), lr_grid, temp_grid, eps_grid, bw_grid)
+    # Every grid setting is valid in a tuning config; a reported config adds the test figures and variance measurements.
+    selected = {(c["arch"], c["estimator"]): _setting(c) for c in tuning}
+    reported_configs(base, selected, archs, estimator_names, range(n_seeds), tuning_arch)
+    check_scheduler(scheduler)
+    check_positive_int(workers, "workers")

@@ -89,6 +89,7 @@ from torch import nn
 
 from pwgf import estimators, mnist, results
 from pwgf._validate import check_choice, check_positive, check_positive_int
+from pwgf.sweep import code_version as sweep_code_version
 from pwgf.sweep import load_checkpoint, save_checkpoint
 from pwgf.vae import ARCHITECTURES, BernoulliVAE, elbo, enumerated_log_densities, iwae_bound, log_weights
 
@@ -99,7 +100,6 @@ __all__ = [
     "TUNED_CONTROL_VARIATES",
     "PRIOR_LR",
     "CONFIG_KEYS",
-    "MAX_KEY_LENGTH",
     "ControlVariates",
     "layer_cost",
     "encoder_objective",
@@ -154,11 +154,6 @@ EVAL_BATCH: int = 500
 CONFIG_KEYS: frozenset[str] = frozenset(
     {"arch", "estimator", "seed", "lr", "data", "lim", "batch", "steps", "eval", "ckpt", "var", "test", "k", "k_n", "device", "code"}
 )
-#: Longest run key (:func:`pwgf.results.run_key`): result and checkpoint files, with the temporary names of atomic writes, stay below 255 bytes.
-MAX_KEY_LENGTH: int = 220
-#: The modules a run executes; their sources define :func:`code_version`.
-_RUN_MODULES = ("_validate", "families", "discrete", "exact", "mmd", "flow", "structured", "projection", "relax",
-                "straight_through", "estimators", "mnist", "vae", "sweep", "vae_training")
 # Offsets of a run's random streams from its seed: batch order, RELAX's network, validation, test, variance.
 _ORDER, _CONTROL, _VARIANCE = 0x0DE5, 0xC0DE, 0x5EED
 _VALID_SEED, _TEST_SEED = 0x7A11D, 0x7E57
@@ -523,8 +518,8 @@ def gradient_variance(
 
 
 def code_version() -> str:
-    """The hash of the library code a run executes (:func:`pwgf.results.code_version`)."""
-    return results.code_version(_RUN_MODULES)
+    """The version of the library code a run of :func:`train` executes (:func:`pwgf.sweep.code_version`)."""
+    return sweep_code_version(train)
 
 
 def _check_positive_number(value: Any, name: str) -> None:
@@ -577,9 +572,6 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"device {c['device']!r} requested, but torch.cuda.is_available() is False on this machine")
     if not isinstance(c["code"], str):
         raise ValueError(f"code must be a string (see code_version), got {c['code']!r}")
-    key = results.run_key(c)
-    if len(key) > MAX_KEY_LENGTH:
-        raise ValueError(f"the run key of this config has {len(key)} characters, more than {MAX_KEY_LENGTH} (file names): {key}")
     return c
 
 
@@ -740,8 +732,8 @@ def _measure_variance(run: _Run, valid: torch.Tensor) -> None:
 def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, data_dir: str | Path | None = None) -> dict[str, Any]:
     """One training run (module docstring), resumable from ``checkpoint``; returns its curves and test figures.
 
-    The config is validated first, and its ``code`` must be this process's :func:`code_version` (a
-    worker that runs other library code refuses the run). Every ``ckpt`` steps the whole state (model,
+    The config is validated first (:func:`pwgf.sweep.run_sweep` refuses to run it in a process whose
+    library code is not the config's ``code``). Every ``ckpt`` steps the whole state (model,
     optimizers, control variates, both generators, the epoch's permutation, step, histories, the best
     model so far, elapsed training seconds) is saved atomically to ``checkpoint``; a run that finds a
     checkpoint continues from it and ends with the numbers of an uninterrupted run (timings aside).
@@ -757,9 +749,6 @@ def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, da
     ``test_neg_elbo_on_bound_images``, all at the best validation checkpoint.
     """
     c = validate_config(config)
-    if c["code"] != code_version():
-        raise ValueError(f"code is {c['code']!r} but this process runs library code {code_version()!r}: "
-                         "every worker of a sweep must run the same pwgf sources as the process that made the configs")
     key = results.run_key(c)
     train_x, valid, test = load_data(c, data_dir)
     run = _new_run(c)
