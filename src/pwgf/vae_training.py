@@ -8,14 +8,31 @@ r"""Training the Bernoulli VAEs of Table 2 with any gradient estimator: costs, o
 
 and its gradient splits into three parts, each computed the same way for every estimator:
 
-* **encoder** :math:`\phi`: :math:`\nabla_\phi\E_q[f]` by the estimator, through
+* **encoder** :math:`\phi`: the run's estimator estimates :math:`\nabla_\phi(-\mathcal L)` through
   :func:`pwgf.estimators.surrogate` with the factorized Bernoulli :math:`q_\phi(z\mid x)` (logits from
-  the encoder) and the cost :math:`f`; the entropy term by its exact gradient,
-  :math:`\mathbb H[q] = \sum_j \operatorname{softplus}(\ell_j) - \sigma(\ell_j)\ell_j` in the logits
-  :math:`\ell` (``torch.distributions``' analytic entropy). So the :math:`-\log q` term of the ELBO adds
-  no noise and every estimator sees the same cost :math:`f`, which does not depend on :math:`\phi`.
-  The encoder's gradient is ``torch.autograd.grad`` of the batch mean of
-  ``surrogate(...) - entropy`` with respect to the encoder parameters only (:func:`encoder_objective`).
+  the encoder), in one of two forms (:data:`ENCODER_FORMS`, :func:`encoder_objective`):
+
+  - ``"full"``: the estimator sees the paper's cost :math:`c(z) = -\log p_\vartheta(x, z) + \log q_{\bar\phi}(z\mid x)`
+    (App. A of :cite:`cheng2018straight`), the log-density with the logits detached (:func:`full_cost`;
+    the dropped term :math:`\E_q[\nabla_\phi\log q_\phi]` is zero).
+  - ``"split"``: the estimator sees :math:`f` only and the entropy term gets its exact gradient,
+    :math:`\mathbb H[q] = \sum_j \operatorname{softplus}(\ell_j) - \sigma(\ell_j)\ell_j` in the logits
+    :math:`\ell` (``torch.distributions``' analytic entropy), so the :math:`\log q` term adds no noise.
+
+  The split is a variance reduction, allowed only where it leaves the estimator's expected gradient
+  unchanged: for an estimator that is linear in the cost, where the estimate of the affine
+  :math:`\log q_{\bar\phi}` is exact in expectation. That holds for the unbiased estimators (REINFORCE,
+  MuProp, ARM, DisARM, REBAR, RELAX: unbiased for any cost) and for ST and pWGF-ST (:math:`\log q` is
+  affine in :math:`z`, where ST is exact). It fails for pWGF-MMD in both steps, whose estimate is not
+  linear in the cost (the kernel saturates in the move), and for the relaxations (Gumbel-Softmax, ST
+  Gumbel-Softmax, Gumbel-Rao, Gapped ST, ReinMax), whose estimate of an affine cost at relaxed points is
+  biased: with the split they would descend a reweighted objective :math:`c\,\E_q[f] - \mathbb H`, not
+  the negative ELBO. These get the full cost. The book decides each estimator's form by enumeration
+  of the sixteen states of a four-unit linear VAE (``tests/test_vae_training.py``): with common random
+  numbers, the two forms' mean encoder gradients agree within Monte Carlo error exactly for the
+  ``"split"`` estimators. The encoder's gradient is ``torch.autograd.grad`` of the batch mean of the
+  objective with respect to the encoder parameters only; its value estimates :math:`-\mathcal L(x)` in
+  either form.
 * **decoder and prior** :math:`\vartheta`: the exact gradient of the single-sample ELBO
   :math:`\log p_\vartheta(x, z) - \log q_\phi(z\mid x)` at a separate draw :math:`z\sim q_\phi(\cdot\mid x)`
   (:func:`pwgf.vae.elbo` with one sample), as in the scripts of :cite:`yin2019arm`: every estimator
@@ -46,9 +63,10 @@ The composition rule of :mod:`pwgf.estimators` applies with the run's estimator 
     \qquad f_2(z_2) = -\log p(z_1\mid z_2) - \log p(z_2),
 
 where :math:`\widehat\E` is ``surrogate(estimator, q(z_2|z_1), f_2)`` built inside :math:`f_1` from the
-:math:`z_1` it is given (:func:`layer_cost`). Its value is an unbiased estimate of the conditional
-cost, its gradient in the layer-2 encoder is the inner estimator's, and the entropy of
-:math:`q(z_2\mid z_1)` is exact. Each outer sample gets fresh inner noise. The score-function
+:math:`z_1` it is given (:func:`layer_cost`), written here in the ``"split"`` form; in the ``"full"``
+form the inner estimator sees :math:`f_2 + \log q_{\bar\phi}(z_2\mid z_1)` and no entropy is subtracted.
+Its value is an unbiased estimate of the conditional cost, its gradient in the layer-2 encoder is the
+inner estimator's, and the entropy of :math:`q(z_2\mid z_1)` (split form) is exact. Each outer sample gets fresh inner noise. The score-function
 estimators stay unbiased, and so do MuProp, REBAR and RELAX (their control variates need
 :math:`f_1` at real :math:`z_1`, which the relaxed path provides), as the book checks by enumeration.
 **Gumbel-Softmax** works on two layers this way: :math:`f_1` is evaluated at the relaxed
@@ -99,6 +117,10 @@ __all__ = [
     "CONFIG_KEYS",
     "MAX_KEY_LENGTH",
     "ControlVariates",
+    "ENCODER_FORMS",
+    "FORMS",
+    "encoder_form",
+    "full_cost",
     "layer_cost",
     "encoder_objective",
     "StepGradients",
@@ -128,6 +150,15 @@ PAPER_ESTIMATORS: tuple[str, ...] = ("pwgf_mmd", "st", "arm", "relax", "rebar", 
 ESTIMATOR_NAMES: tuple[str, ...] = PAPER_ESTIMATORS + (
     "pwgf_mmd_argmin", "reinforce", "muprop", "disarm", "st_gumbel_softmax", "reinmax", "gumbel_rao", "gapped_st",
 )
+#: The form of the encoder's objective each estimator gets (module docstring): ``"split"``, its estimate on
+#: :math:`f = -\log p(x, z)` minus the analytic entropy, where a test by enumeration shows that this has the same
+#: expectation as the estimator on the full cost; ``"full"``, the estimator on the paper's cost
+#: :math:`-\log p(x, z) + \log q(z\mid x)` (:func:`full_cost`).
+ENCODER_FORMS: dict[str, str] = {
+    **{name: "split" for name in ("exact", "reinforce", "muprop", "arm", "disarm", "rebar", "relax", "st", "pwgf_st")},
+    **{name: "full" for name in ("pwgf_mmd", "pwgf_mmd_argmin", "gumbel_softmax", "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax")},
+}
+FORMS: tuple[str, ...] = ("split", "full")
 #: Estimator knobs chosen on the validation set, by estimator: config key -> option of :func:`pwgf.estimators.surrogate`.
 KNOBS: dict[str, dict[str, str]] = {
     **{name: {"temp": "temperature"} for name in ("gumbel_softmax", "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax")},
@@ -226,6 +257,7 @@ def layer_cost(
     options: Options | Mapping[str, Any] | None = None,
     n_samples: int | None = None,
     logits: list[torch.Tensor] | None = None,
+    form: str | None = None,
 ) -> Cost:
     r"""The cost :math:`f` of the first stochastic layer: samples ``[n, *batch, d]`` to ``[n, *batch]`` (module docstring).
 
@@ -237,26 +269,54 @@ def layer_cost(
     """
     n = estimators.MIN_SAMPLES[estimator] if n_samples is None else n_samples
     layer_options = _as_options(options)
+    layer_form = encoder_form(estimator, form)
     if model.n_layers == 1:
         return lambda z: -model.log_joint(x, z, relaxed=True)
 
     def cost(z1: torch.Tensor) -> torch.Tensor:
         inner = _layer_objective(model.encoder_logits_2(z1), lambda z2: -model.log_prior(z1, z2, relaxed=True), estimator, n,
-                                 generator, layer_options(1), logits)
+                                 generator, layer_options(1), logits, layer_form)
         return -model.log_likelihood(x, z1, relaxed=True) + inner
 
     return cost
 
 
+def encoder_form(estimator: str, form: str | None = None) -> str:
+    """``form`` if given (``"split"`` or ``"full"``), else the estimator's :data:`ENCODER_FORMS` entry."""
+    if form is None:
+        check_choice(estimator, tuple(ENCODER_FORMS), "estimator")
+        return ENCODER_FORMS[estimator]
+    check_choice(form, FORMS, "form")
+    return form
+
+
 def _layer_objective(
     layer_logits: torch.Tensor, f: Cost, estimator: str, n: int, generator: torch.Generator | None,
-    options: Mapping[str, Any], logits: list[torch.Tensor] | None,
+    options: Mapping[str, Any], logits: list[torch.Tensor] | None, form: str,
 ) -> torch.Tensor:
-    """``surrogate(estimator, q, f) - H[q]`` for the factorized Bernoulli ``q`` of ``layer_logits``, recorded in ``logits``."""
+    """The layer's estimate of ``E_q[f] - H[q]`` for the factorized Bernoulli ``q`` of ``layer_logits`` in ``form`` (:data:`ENCODER_FORMS`), recorded in ``logits``."""
     if logits is not None:
         logits.append(layer_logits)
     q = _bernoulli(layer_logits)
-    return estimators.surrogate(estimator, q, f, n, generator=generator, **options) - q.entropy()
+    if form == "split":
+        return estimators.surrogate(estimator, q, f, n, generator=generator, **options) - q.entropy()
+    return estimators.surrogate(estimator, q, full_cost(f, layer_logits), n, generator=generator, **options)
+
+
+def full_cost(f: Cost, layer_logits: torch.Tensor) -> Cost:
+    r"""The paper's cost :math:`f(z) + \log q_{\bar\phi}(z)` (App. A), the log-density with the logits :math:`\bar\ell` detached.
+
+    :math:`\log q_{\bar\phi}(z) = \sum_j z_j\bar\ell_j - \log(1 + e^{\bar\ell_j})`, affine in :math:`z`, so it is defined
+    at the real-valued points of the relaxed estimators too. Detaching drops the term
+    :math:`\E_q[\nabla_\phi\log q_\phi] = 0`: an estimator of :math:`\nabla_\phi\E_{q_\phi}[c]` for a cost :math:`c`
+    that does not depend on :math:`\phi` then estimates :math:`\nabla_\phi(-\mathcal L)`.
+    """
+    fixed = layer_logits.detach()
+
+    def cost(z: torch.Tensor) -> torch.Tensor:
+        return f(z) + (z * fixed - nn.functional.softplus(fixed)).sum(-1)
+
+    return cost
 
 
 def encoder_objective(
@@ -268,18 +328,22 @@ def encoder_objective(
     options: Options | Mapping[str, Any] | None = None,
     n_samples: int | None = None,
     logits: list[torch.Tensor] | None = None,
+    form: str | None = None,
 ) -> torch.Tensor:
     r"""Per-example surrogate ``[*batch]`` whose gradient in the encoder parameters estimates :math:`\nabla_\phi(-\mathcal L(x))`.
 
-    ``surrogate(estimator, q(z|x), f) - H[q(z|x)]`` with :math:`f` from :func:`layer_cost` and the
-    analytic entropy; its value estimates :math:`-\mathcal L(x)`. ``options`` is a dict of estimator
+    In the ``"split"`` form ``surrogate(estimator, q(z|x), f) - H[q(z|x)]`` with :math:`f` from
+    :func:`layer_cost` and the analytic entropy; in the ``"full"`` form ``surrogate(estimator, q(z|x),
+    full_cost(f))``. ``form`` defaults to the estimator's :data:`ENCODER_FORMS` entry (the other form is
+    for the test that decides it); the value estimates :math:`-\mathcal L(x)` in either. ``options`` is a dict of estimator
     options, or a function of the layer (0, 1) returning them (:meth:`ControlVariates.options`); the
     layer-1 logits are appended to ``logits`` when given, before any layer-2 logits.
     """
     layer_options = _as_options(options)
     n = estimators.MIN_SAMPLES[estimator] if n_samples is None else n_samples
-    f = layer_cost(model, x, estimator, generator=generator, options=layer_options, n_samples=n, logits=logits)
-    return _layer_objective(model.encoder_logits(x), f, estimator, n, generator, layer_options(0), logits)
+    layer_form = encoder_form(estimator, form)
+    f = layer_cost(model, x, estimator, generator=generator, options=layer_options, n_samples=n, logits=logits, form=layer_form)
+    return _layer_objective(model.encoder_logits(x), f, estimator, n, generator, layer_options(0), logits, layer_form)
 
 
 @dataclass
@@ -372,14 +436,16 @@ def encoder_gradient_replicates(
     *,
     generator: torch.Generator | None = None,
     options: Options | Mapping[str, Any] | None = None,
+    form: str | None = None,
 ) -> torch.Tensor:
     r"""``replicates`` independent estimates of :math:`\nabla_\phi` of the batch-mean negative ELBO of ``x`` ``[B, x_dim]``, ``[R, n_encoder_parameters]``.
 
-    One backward pass of :func:`encoder_objective` on :func:`replicated_encoder`, the training cost of
-    every run; the parameters are flattened in the order of ``parameter_groups()["encoder"]``.
+    One backward pass of :func:`encoder_objective` (in ``form``, default the estimator's) on
+    :func:`replicated_encoder`, the training cost of every run; the parameters are flattened in the
+    order of ``parameter_groups()["encoder"]``.
     """
     copies = replicated_encoder(model, replicates)
-    loss = encoder_objective(copies, x.expand(replicates, *x.shape), estimator, generator=generator, options=options).mean(-1).sum()
+    loss = encoder_objective(copies, x.expand(replicates, *x.shape), estimator, generator=generator, options=options, form=form).mean(-1).sum()
     grads = torch.autograd.grad(loss, copies.parameter_groups()["encoder"])
     return torch.cat([g.reshape(replicates, -1) for g in grads], dim=1)
 
@@ -476,12 +542,20 @@ def logit_gradient_estimates(
 
     The images ``x`` ``[B, x_dim]`` are repeated along a leading axis, so the estimator's per-example
     contract gives independent estimates in one call (the cost :math:`f` of :func:`layer_cost`, whose
-    gradient in the logits differs between estimators; the entropy's is exact and common to all).
+    gradient in the logits differs between estimators; the entropy's is exact and common to all). An
+    estimator of the ``"full"`` form (:data:`ENCODER_FORMS`) estimates on the full cost, as in training,
+    and the exact gradient of the entropy is added back, so every estimator's figure estimates the same
+    :math:`\nabla_\ell\E_q[f]`.
     """
     with torch.no_grad():
         leaf = model.encoder_logits(x).expand(replicates, *x.shape[:-1], model.z_dim).clone()
     f = layer_cost(model, x, estimator, generator=generator, options=options)
-    return estimators.estimate(estimator, _bernoulli(leaf), f, estimators.MIN_SAMPLES[estimator], generator=generator, **_as_options(options)(0))
+    if encoder_form(estimator) == "split":
+        return estimators.estimate(estimator, _bernoulli(leaf), f, estimators.MIN_SAMPLES[estimator], generator=generator, **_as_options(options)(0))
+    # On the full cost the estimate is of grad E[f] - grad H; the exact grad H = -sigma(l)(1 - sigma(l)) l is added back.
+    g = estimators.estimate(estimator, _bernoulli(leaf), full_cost(f, leaf), estimators.MIN_SAMPLES[estimator], generator=generator, **_as_options(options)(0))
+    p = torch.sigmoid(leaf)
+    return g - p * (1 - p) * leaf
 
 
 def gradient_variance(
