@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pwgf import results, sweep, vae, verdict
+from pwgf import projection, results, sweep, vae, verdict
+from pwgf.discrete import as_discrete
 from pwgf import vae_experiment as vx
 from pwgf import vae_training as vt
 
@@ -249,6 +250,7 @@ def test_the_summary_has_the_schema_the_verdict_reads(tmp_path):
     row = summary["rows"][0]
     assert row["test_nll_bound_k"] == 3 and row["test_nll_bound_images"] == 5 and row["temperature"] in (None, 0.5)
     assert all(math.isfinite(r["test_neg_elbo"]) and r["test_nll_bound"] <= r["test_neg_elbo"] + 3 * r["test_neg_elbo_se"] + 10 for r in summary["rows"])
+    assert all(isinstance(r["converged"], bool) and r["reversed_share"] is None and r["steps"] == 5 for r in summary["rows"])
     table = verdict.table2_rows(summary)
     assert next(r for r in table if r["arch"] == "linear" and r["estimator"] == "st")["n_seeds"] == 2
     assert not list((tmp_path / "runs" / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint
@@ -301,3 +303,52 @@ def test_the_split_is_used_exactly_where_it_keeps_the_expected_encoder_gradient(
         assert (mean <= 4 * se + 1e-12).all(), float((mean - 4 * se).max())
     else:
         assert ((mean > 8 * se) & (mean > 1e-12)).any()
+
+
+# ---- convergence, and the summary fields that carry it -------------------------------------------------
+
+
+def curve(values, every=10):
+    return [{"step": i * every, "valid_neg_elbo": v} for i, v in enumerate(values)]
+
+
+def test_converged_asks_for_less_than_the_tolerance_over_the_last_quarter():
+    """Scripted curves of 100 steps evaluated every 10: the window starts after step 75."""
+    plateau = curve([200, 150, 120, 110, 105, 104.9, 104.8, 104.8, 104.7, 104.6, 104.6])  # 0.2 nats after step 70
+    still_falling = curve([200, 180, 165, 150, 140, 130, 122, 115, 110, 106, 103])  # 12 nats after step 70
+    noisy_plateau = curve([200, 150, 120, 110, 105, 104, 104.3, 103.9, 104.2, 103.7, 104.1])  # best 103.7 against 103.9
+    assert vx.converged(plateau, 100) and not vx.converged(still_falling, 100) and vx.converged(noisy_plateau, 100)
+    # just below and just above the tolerance
+    edge = vx.CONVERGENCE_TOLERANCE
+    assert vx.converged(curve([150, 120, 110, 110, 110, 110, 110, 110, 110 - 0.99 * edge, 110, 110]), 100)
+    assert not vx.converged(curve([150, 120, 110, 110, 110, 110, 110, 110, 110 - 1.01 * edge, 110, 110]), 100)
+    # too short a record to tell: nothing after the window starts, or nothing before it
+    assert not vx.converged(curve([150, 120]), 100) and not vx.converged([{"step": 100, "valid_neg_elbo": 1.0}], 100)
+    with pytest.raises(ValueError, match="window"):
+        vx.converged(plateau, 100, window=1.0)
+
+
+@pytest.mark.parametrize("arch", ["linear", "two_layer"])
+def test_the_reversed_share_counts_outward_moves_beyond_the_reversal_move(arch):
+    """reversed_share against a direct count: the same draw (the same generator seed, which then feeds the
+    inner layer of two_layer), the move -eps * grad of the full cost by autograd, and a unit counted when its
+    move is outward (above 1 or below 0) and longer than bernoulli_reversal_move(1) (one sample per image:
+    bandwidth 1). Exact up to float64 rounding."""
+    model, x, eps = tiny(arch), IMAGES.repeat(50, 1), 3.0
+    share = vt.reversed_share(model, x, "pwgf_mmd", eps=eps, bandwidth="median", generator=gen(9))
+    g = gen(9)
+    logits = model.encoder_logits(x).detach()
+    z = as_discrete(torch.distributions.Independent(torch.distributions.Bernoulli(logits=logits), 1)).sample(1, g).requires_grad_(True)
+    cost = vt.full_cost(vt.layer_cost(model, x, "pwgf_mmd", generator=g, options={"eps": eps, "bandwidth": "median"}), logits)
+    move = -eps * torch.autograd.grad(cost(z).sum(), z)[0]
+    outward = torch.where(z.detach() == 1, move, -move)
+    expected = float((outward > projection.bernoulli_reversal_move(1.0)).double().mean())
+    assert share == pytest.approx(expected, abs=1e-12) and 0 < share < 1
+    assert vt.reversed_share(model, x, "pwgf_mmd", eps=1e-3, bandwidth="median", generator=gen(9)) == 0.0
+
+
+def test_a_pwgf_mmd_run_records_its_reversed_share_at_every_evaluation():
+    result = vt.train(config(estimator="pwgf_mmd", eps=5.0, steps=4, var=0, test=False, k=0))
+    shares = [h["reversed_share"] for h in result["history"]]
+    assert len(shares) == 3 and all(0 <= s <= 1 for s in shares)
+    assert vx.reversed_share(result["history"]) == pytest.approx(np.mean(shares), abs=1e-15)

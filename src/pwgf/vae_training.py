@@ -103,8 +103,9 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-from pwgf import estimators, mnist, results
+from pwgf import estimators, mmd, mnist, projection, results
 from pwgf._validate import check_choice, check_positive, check_positive_int
+from pwgf.discrete import as_discrete
 from pwgf.sweep import load_checkpoint, save_checkpoint
 from pwgf.vae import ARCHITECTURES, BernoulliVAE, elbo, enumerated_log_densities, iwae_bound, log_weights
 
@@ -133,6 +134,8 @@ __all__ = [
     "nll_bound",
     "logit_gradient_estimates",
     "gradient_variance",
+    "PWGF_MMD",
+    "reversed_share",
     "code_version",
     "validate_config",
     "load_data",
@@ -188,8 +191,10 @@ MAX_KEY_LENGTH: int = 220
 #: The modules a run executes; their sources define :func:`code_version`.
 _RUN_MODULES = ("_validate", "families", "discrete", "exact", "mmd", "flow", "structured", "projection", "relax",
                 "straight_through", "estimators", "mnist", "vae", "sweep", "vae_training")
-# Offsets of a run's random streams from its seed: batch order, RELAX's network, validation, test, variance.
-_ORDER, _CONTROL, _VARIANCE = 0x0DE5, 0xC0DE, 0x5EED
+#: The pWGF-MMD estimators, whose kernel step reverses sign for long outward moves (:func:`reversed_share`).
+PWGF_MMD: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin")
+# Offsets of a run's random streams from its seed: batch order, RELAX's network, variance, reversal share.
+_ORDER, _CONTROL, _VARIANCE, _REVERSAL = 0x0DE5, 0xC0DE, 0x5EED, 0x5161
 _VALID_SEED, _TEST_SEED = 0x7A11D, 0x7E57
 
 
@@ -589,6 +594,29 @@ def gradient_variance(
     }
 
 
+def reversed_share(
+    model: BernoulliVAE, x: torch.Tensor, estimator: str, *, eps: float, bandwidth: float | str, generator: torch.Generator | None = None
+) -> float:
+    r"""The share of first-layer units whose pWGF-MMD term points against the flow's move, at one draw per image.
+
+    For each image of ``x`` ``[B, x_dim]`` one :math:`z\sim q(z\mid x)`, the move
+    :math:`\tilde z = z - \varepsilon\nabla c(z)` of the cost :math:`c` the estimator sees in training
+    (:data:`ENCODER_FORMS`), the bandwidth as the estimator resolves it (one sample per image: the median
+    heuristic's floor 1), and :func:`pwgf.projection.reversed_moves`: the fraction of the :math:`B\times d`
+    units whose outward move exceeds :func:`pwgf.projection.bernoulli_reversal_move`. ``estimator`` is
+    one of :data:`PWGF_MMD`.
+    """
+    check_choice(estimator, PWGF_MMD, "estimator")
+    logits = model.encoder_logits(x).detach()
+    cost = layer_cost(model, x, estimator, generator=generator, options={"eps": eps, "bandwidth": bandwidth})
+    if encoder_form(estimator) == "full":
+        cost = full_cost(cost, logits)
+    z = as_discrete(_bernoulli(logits)).sample(1, generator)
+    z_tilde, _ = projection.wgf_step(cost, z, eps, logits.shape[:-1])
+    y, y_tilde = z.reshape(1, -1), z_tilde.reshape(1, -1)
+    return float(projection.reversed_moves(y, y_tilde, mmd.resolve_bandwidth(bandwidth, y_tilde)).double().mean())
+
+
 # --------------------------------------------------------------------------------------------------
 # configs and data
 # --------------------------------------------------------------------------------------------------
@@ -793,7 +821,12 @@ def _training_step(run: _Run, x: torch.Tensor, key: str) -> None:
 def _evaluate(run: _Run, valid: torch.Tensor) -> None:
     value = valid_neg_elbo(run.model, valid)
     train_value = run.train_sum / run.train_count if run.train_count else None
-    run.history.append({"step": run.step, "seconds": run.seconds, "valid_neg_elbo": value, "train_neg_elbo": train_value})
+    c = run.config
+    share = None
+    if c["estimator"] in PWGF_MMD:
+        share = reversed_share(run.model, valid[:EVAL_BATCH], c["estimator"], eps=c["eps"], bandwidth=c["bw"],
+                               generator=torch.Generator().manual_seed(c["seed"] + _REVERSAL + run.step))
+    run.history.append({"step": run.step, "seconds": run.seconds, "valid_neg_elbo": value, "train_neg_elbo": train_value, "reversed_share": share})
     run.train_sum, run.train_count = 0.0, 0
     if not math.isfinite(value):
         raise FloatingPointError(f"non-finite validation -ELBO in run {results.run_key(run.config)}: estimator {run.config['estimator']!r}, step {run.step}")
