@@ -166,3 +166,9 @@ def test_equal_spreads_rarely_show_a_difference_and_the_papers_ratio_is_found():
 def test_bad_input_is_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_grid_edges_names_the_choices_at_an_edge():
+    grids = {"lr": [0.001, 0.003, 0.01], "eps": [0.1, 1.0], "bw": ["median", 1.0], "temp": [0.5]}
+    assert decision.grid_edges({"lr": 0.01, "eps": 0.1, "bw": 1.0, "temp": 0.5}, grids) == {"lr": "largest", "eps": "smallest"}
+    assert decision.grid_edges({"lr": 0.003, "eps": 0.1}, {"lr": grids["lr"]}) == {}

@@ -192,3 +192,12 @@ def test_table2_significance_is_a_paired_t_test_over_seeds():
     assert claims["comparable"]["status"] == "inconclusive"
     # DisARM (105 +- 4) is not significantly behind pWGF or ST, nor ahead: the claim over every estimator is open.
     assert claims["beat all others"]["status"] == "inconclusive"
+
+
+def test_a_status_reads_with_its_qualification():
+    summary = vae_summary(papers_table2())
+    summary["rows"][0]["converged"] = False
+    claims = by_claim(verdict.table2_claims(summary))
+    assert verdict.status_phrase(claims["comparable"]) == "inconclusive (1 of the 18 runs compared have not converged)"  # 2 estimators x 3 archs x 3 seeds
+    assert verdict.status_phrase(claims["beat all others"]).endswith("[the book's extension]")
+    assert verdict.status_phrase(by_claim(verdict.table2_claims(vae_summary(papers_table2())))["ARM best"]) == "reproduced"

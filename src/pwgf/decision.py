@@ -30,6 +30,9 @@ simulations are array operations.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 from scipy import stats
 
@@ -46,6 +49,7 @@ __all__ = [
     "equivalence_claim",
     "pitman_morgan_interval",
     "fieller_interval",
+    "grid_edges",
 ]
 
 #: One-sided level of every test behind an experimental status, and the familywise level of every "not reproduced".
@@ -189,3 +193,22 @@ def fieller_interval(x: np.ndarray, y: np.ndarray, level: float = 1 - 2 * ALPHA)
         low = np.where(bounded, (-b - np.sqrt(disc)) / (2 * a), 0.0)
         high = np.where(bounded, (-b + np.sqrt(disc)) / (2 * a), np.inf)
     return np.maximum(low, 0.0), high
+
+
+def grid_edges(choice: Mapping[str, Any], grids: Mapping[str, Sequence[Any]]) -> dict[str, str]:
+    """The tuned values of ``choice`` that lie at an edge of their grid: ``{key: "smallest" | "largest"}``.
+
+    ``grids`` maps a key of ``choice`` to the values tried; keys with fewer than two numeric values
+    were not tuned and are skipped. A choice at an edge means the best value may lie beyond the grid:
+    a limitation of every verdict that rests on the tuned runs.
+    """
+    edges = {}
+    for key, grid in grids.items():
+        values = sorted(float(v) for v in grid if not isinstance(v, str))
+        if key not in choice or len(values) < 2 or isinstance(choice[key], str):
+            continue
+        if float(choice[key]) == values[0]:
+            edges[key] = "smallest"
+        elif float(choice[key]) == values[-1]:
+            edges[key] = "largest"
+    return edges

@@ -53,6 +53,7 @@ __all__ = [
     "table2_rows",
     "table2_claims",
     "table2_claim",
+    "status_phrase",
 ]
 
 #: The statuses a claim can have in the Verdict chapter.
@@ -394,3 +395,13 @@ def table2_claims(summary: Any, metric: str = TABLE2_METRIC) -> list[dict[str, A
     if not any(r["arch"] in PAPER_TABLE2 for r in records):
         raise ValueError(f"the {TABLE2_EXPERIMENT} summary holds no architecture of Table 2 ({', '.join(PAPER_TABLE2)})")
     return [table2_claim(records, claim, v, metric) for claim in TABLE2_CLAIMS for v in PWGF_VARIANTS]
+
+
+def status_phrase(claim: Mapping[str, Any]) -> str:
+    """A claim's status as a page prints it: with the reason when it waits for convergence, and the source when it is the book's extension."""
+    text = claim["status"]
+    if claim.get("unconverged"):
+        text += f" ({claim['unconverged']} of the {claim['runs']} runs compared have not converged)"
+    if claim.get("source", "").startswith("the book's"):
+        text += " [the book's extension]"
+    return text
