@@ -205,7 +205,7 @@ def grid_edges(choice: Mapping[str, Any], grids: Mapping[str, Sequence[Any]]) ->
     edges = {}
     for key, grid in grids.items():
         values = sorted(float(v) for v in grid if not isinstance(v, str))
-        if key not in choice or len(values) < 2 or isinstance(choice[key], str):
+        if key not in choice or choice[key] is None or isinstance(choice[key], str) or len(values) < 2:
             continue
         if float(choice[key]) == values[0]:
             edges[key] = "smallest"

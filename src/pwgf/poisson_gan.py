@@ -439,7 +439,8 @@ def compare_spreads(
     seeds, paired (both estimators ran on the same seeds and data), exact under normality:
     Pitman-Morgan for ``final_std`` (:func:`pwgf.decision.pitman_morgan_interval`), Fieller for the
     ratio of mean within-run spreads (``within_std``) and of mean squared errors (``rmse``, square-rooted;
-    :func:`pwgf.decision.fieller_interval`). ``decision``: ``"smaller"`` if the interval lies above 1 (the
+    :func:`pwgf.decision.fieller_interval`). With two seeds the Pitman-Morgan interval is undefined and
+    ``[0, inf)`` is returned. ``decision``: ``"smaller"`` if the interval lies above 1 (the
     estimator's spread is significantly smaller, one-sided at :math:`(1 - \\text{level})/2`), ``"larger"``
     if it lies below 1, ``"no significant difference"`` otherwise. The Poisson page's verdict and the
     Verdict chapter both decide with this function.
@@ -458,7 +459,9 @@ def compare_spreads(
     if num_seeds != den_seeds:
         raise ValueError(f"{reference!r} and {estimator!r} must share their seeds for a paired comparison, got {num_seeds} and {den_seeds}")
     ratio = float(statistic(num, float(lambda0)) / statistic(den, float(lambda0)))
-    if measure == "final_std":
+    if measure == "final_std" and len(num) < 3:
+        low, high = 0.0, math.inf  # a correlation over two seeds is always +-1: the interval is undefined and decides nothing
+    elif measure == "final_std":
         low, high = decision.pitman_morgan_interval(num, den, level=level)
     elif measure == "within_std":
         low, high = decision.fieller_interval(num, den, level=level)
