@@ -352,3 +352,23 @@ def test_a_pwgf_mmd_run_records_its_reversed_share_at_every_evaluation():
     shares = [h["reversed_share"] for h in result["history"]]
     assert len(shares) == 3 and all(0 <= s <= 1 for s in shares)
     assert vx.reversed_share(result["history"]) == pytest.approx(np.mean(shares), abs=1e-15)
+
+
+def test_on_the_full_cost_pwgf_mmd_is_a_rescaled_st_and_with_the_split_it_is_not():
+    """mmdproj-thm-limit holds per draw: as eps -> 0 each pWGF-MMD estimate tends to c_B(h) times ST's on the same
+    draw, c_B(1) = k/(2(1 - k)), k = exp(-1/2). With the same draws (same generator seed, one sample each), at
+    eps = 1e-3 the mean encoder gradient on the full cost is c_B times ST's up to the O(eps) remainder (1% allowed);
+    with the analytic-entropy split only the cost part is rescaled, and the mean leaves ST's direction (more
+    than 5% of its norm orthogonal to it): the split would change what pWGF descends."""
+    model = vae.BernoulliVAE("linear", X_DIM, 4, seed=3, dtype=DT)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen(3 + p.numel()), dtype=DT))
+    k = math.exp(-0.5)
+    c_b = k / (2 * (1 - k))
+    st = vt.encoder_gradient_replicates(model, IMAGES, "st", 2000, generator=gen(5)).mean(0)
+    full, split = (vt.encoder_gradient_replicates(model, IMAGES, "pwgf_mmd", 2000, generator=gen(5), options={"eps": 1e-3, "bandwidth": 1.0},
+                                                  form=form).mean(0) for form in ("full", "split"))
+    assert (full - c_b * st).norm() <= 0.01 * (c_b * st).norm()
+    orthogonal = split - (split @ st) / (st @ st) * st
+    assert orthogonal.norm() > 0.05 * split.norm()
