@@ -45,6 +45,7 @@ __all__ = [
     "TABLE2_EXPERIMENT",
     "TABLE2_METRIC",
     "summary_or_none",
+    "TABLE1_CLAIMS",
     "table1_claims",
     "headline",
     "crossover",
@@ -123,8 +124,15 @@ def _paper_rmse(name: str) -> float:
     return math.hypot(row["mean"] - poisson_gan.PAPER_LAMBDA0, row["std"])
 
 
-def table1_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    r"""Rows for the Poisson claims, one per claim and pWGF variant present in the ``poisson_inference`` summary.
+#: The Table 1 claims, each judged once per pWGF variant.
+TABLE1_CLAIMS: tuple[str, ...] = ("lower std", "higher accuracy", "superior on infinite support")
+
+
+def table1_claims(summary: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    r"""Rows for the Poisson claims, one per claim of :data:`TABLE1_CLAIMS` and pWGF variant of :data:`PWGF_VARIANTS`.
+
+    A claim whose runs are absent (no summary, the variant or ST not run at the rate, fewer than two
+    seeds, no other estimator to compare with) reads :data:`NOT_RUN` and says what is missing.
 
     Every interval is :func:`pwgf.poisson_gan.compare_spreads` at :data:`LEVEL` over paired seeds, and
     every status has the three outcomes of :func:`_ratio_status` against the paper's effect:
@@ -143,6 +151,9 @@ def table1_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
       reproduced`` if some comparison's Bonferroni interval (two-sided level :math:`1 - 2\alpha/K`) lies
       below 1 (familywise :data:`ALPHA`); ``inconclusive`` otherwise.
     """
+    if summary is None:
+        return [{"claim": claim, "estimator": name, "label": label, "status": NOT_RUN, "evidence": "not run here: no poisson_inference/summary.json"}
+                for name, label in PWGF_VARIANTS.items() for claim in TABLE1_CLAIMS]
     rows = summary["per_seed"]
     lambda0 = poisson_gan.PAPER_LAMBDA0
     present = {r["estimator"] for r in rows}
@@ -151,9 +162,17 @@ def table1_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     paper = poisson_gan.PAPER_TABLE1
     paper_ratio = paper["st"]["std"] / paper["pwgf_mmd"]["std"]
     paper_accuracy = _paper_rmse("st") / _paper_rmse("pwgf_mmd")
+
+    def seeds(name: str, rate: float) -> int:
+        return len({int(r["seed"]) for r in rows if r["estimator"] == name and float(r["lambda0"]) == rate})
+
     claims = []
-    for name in (n for n in PWGF_VARIANTS if n in present):
-        label = PWGF_VARIANTS[name]
+    for name, label in PWGF_VARIANTS.items():
+        missing = [f"{n} at λ0 = {lambda0:g}" for n in (name, "st") if seeds(n, lambda0) < 2]
+        if missing:
+            claims += [{"claim": claim, "estimator": name, "label": label, "status": NOT_RUN,
+                        "evidence": f"not run here: fewer than two seeds of {' and '.join(missing)}"} for claim in TABLE1_CLAIMS]
+            continue
         readings = {m: poisson_gan.compare_spreads(rows, lambda0, name, "st", m, level=LEVEL) for m in (PRIMARY_READING, "final_std")}
         status, where = _ratio_status(readings[PRIMARY_READING], paper_ratio)
         evidence = "; ".join(
@@ -173,34 +192,37 @@ def table1_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "evidence": f"RMSE(ST)/RMSE(pWGF) = {_interval_text(accuracy)}, pWGF's {_RELATION[accuracy['decision']]} ST's, {where}",
         })
 
-        pairs = [(rate, other) for rate in rates for other in others]
+        pairs = [(rate, other) for rate in rates for other in others if seeds(name, rate) >= 2 and seeds(other, rate) >= 2]
+        if not pairs:
+            claims.append({"claim": "superior on infinite support", "estimator": name, "label": label, "status": NOT_RUN,
+                           "evidence": "not run here: no other estimator with two seeds at a rate where pWGF ran"})
+            continue
         familywise = 1 - 2 * ALPHA / max(len(pairs), 1)
         verdicts = {pair: poisson_gan.compare_spreads(rows, pair[0], name, pair[1], "rmse", level=LEVEL) for pair in pairs}
         corrected = {pair: poisson_gan.compare_spreads(rows, pair[0], name, pair[1], "rmse", level=familywise) for pair in pairs}
-        status = ("reproduced" if pairs and all(c["decision"] == "smaller" for c in verdicts.values())
+        status = ("reproduced" if all(c["decision"] == "smaller" for c in verdicts.values())
                   else "not reproduced" if any(c["decision"] == "larger" for c in corrected.values()) else "inconclusive")
         claims.append({
             "claim": "superior on infinite support", "estimator": name, "label": label, "status": status,
             "evidence": "; ".join(
-                f"λ0 = {rate:g}: pWGF's RMSE " + ", ".join(f"{_RELATION[verdicts[(rate, other)]['decision']]} {other}'s" for other in others)
-                for rate in rates
+                f"λ0 = {rate:g}: pWGF's RMSE " + ", ".join(f"{_RELATION[verdicts[(r, other)]['decision']]} {other}'s" for r, other in pairs if r == rate)
+                for rate in sorted({r for r, _ in pairs})
             ) + f" ({len(pairs)} comparisons; a contradiction needs a Bonferroni interval at {familywise:.2%})",
         })
-    if not claims:
-        raise ValueError(f"the poisson_inference summary holds no pWGF estimator ({', '.join(PWGF_VARIANTS)}), only {sorted(present)}")
     return claims
 
 
 #: How a status reads after "the reported advantage is".
 _HEADLINE = {"reproduced": "reproduced", "holds with a correction": "smaller than reported", "not reproduced": "not reproduced",
-             "inconclusive": "inconclusive"}
+             "inconclusive": "inconclusive", NOT_RUN: NOT_RUN}
 
 
 def headline(claims: Sequence[Mapping[str, Any]], claim: str) -> str:
-    """One phrase for one claim of :func:`table1_claims`, naming the pWGF variant when more than one ran."""
+    """One phrase for one claim of :func:`table1_claims`, naming the pWGF variant when more than one ran (variants not run are left out)."""
     rows = [c for c in claims if c["claim"] == claim]
     if not rows:
         raise ValueError(f"no claim {claim!r}; claims are {sorted({c['claim'] for c in claims})}")
+    rows = [c for c in rows if c["status"] != NOT_RUN] or rows[:1]  # variants not run are left out while one ran
     if len(rows) == 1:
         return _HEADLINE[rows[0]["status"]]
     return "; ".join(f"{_HEADLINE[c['status']]} for {c['label']}" for c in rows)
@@ -230,15 +252,19 @@ def crossover(rows: Iterable[Mapping[str, Any]], estimator: str, d: int, referen
     return float(min(wins)) if wins else math.nan
 
 
-def error_vs_samples_claim(summary: Sequence[Mapping[str, Any]], reference: str = "reinforce") -> dict[str, Any]:
+def error_vs_samples_claim(summary: Sequence[Mapping[str, Any]] | None, reference: str = "reinforce") -> dict[str, Any]:
     """Is straight-through (and pWGF) competitive with an unbiased estimator? A proxy for the abstract's claim, from the ``error_vs_samples`` summary.
 
     The abstract speaks of trained models; this page compares the error of one gradient against the
     samples it costs, a proxy. For each biased estimator and dimension, :func:`crossover` against
     ``reference`` (decided beyond :data:`CROSSOVER_SE` standard errors). ``holds`` if the reference
     never wins on the grid; ``false`` if it wins already at the smallest sample size in every
-    comparison; ``holds with a correction`` otherwise (the biased estimators win below a crossover).
+    comparison; ``holds with a correction`` otherwise (the biased estimators win below a crossover);
+    :data:`NOT_RUN` without runs of ``reference`` and of a biased estimator.
     """
+    if summary is None or not any(r["estimator"] == reference for r in summary) or not {r["estimator"] for r in summary} - {reference}:
+        return {"claim": "competitive gradients", "status": NOT_RUN,
+                "evidence": f"not run here: no error_vs_samples runs of {reference} and of a biased estimator"}
     biased = sorted({r["estimator"] for r in summary} - {reference})
     dims = sorted({r["d"] for r in summary})
     smallest = min(r["n"] for r in summary)
