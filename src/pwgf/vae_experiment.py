@@ -13,7 +13,10 @@ r"""The Bernoulli VAE experiment (Table 2) assembled from runs of :func:`pwgf.va
 
 Configs are flat dicts (:mod:`pwgf.vae_training`); every one is validated when it is made, so a bad
 setting fails before any run starts. :func:`summary_rows` turns the reported records into the rows of
-``summary.json`` and ``summary.csv`` (:data:`SUMMARY_FIELDS`), which :mod:`pwgf.verdict` reads.
+``summary.json`` and ``summary.csv`` (:data:`SUMMARY_FIELDS`), which :mod:`pwgf.verdict` reads: with
+each run's ``steps``, ``best_step`` and whether it ``converged`` (:func:`converged`, the rule every
+claim about trained models waits for), and for pWGF-MMD the mean ``reversed_share`` of units in the
+estimator's sign-reversed regime (:func:`pwgf.vae_training.reversed_share`).
 """
 
 from __future__ import annotations

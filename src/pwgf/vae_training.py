@@ -853,7 +853,8 @@ def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, da
     A non-finite loss or gradient raises FloatingPointError naming the run, the estimator and the step.
 
     Returned: ``history`` (step, training seconds so far, validation and training -ELBO at every
-    evaluation), ``variance`` (:func:`gradient_variance` at :func:`variance_steps`, if ``var``),
+    evaluation, and for the pWGF-MMD estimators :func:`reversed_share` on the first :data:`EVAL_BATCH`
+    validation images, None for the others), ``variance`` (:func:`gradient_variance` at :func:`variance_steps`, if ``var``),
     ``best_step`` and ``best_valid_neg_elbo``, ``train_seconds`` and ``seconds_per_step`` (training
     steps only, evaluations excluded), the final REBAR/RELAX ``eta`` and ``temperature`` per layer, and
     with ``test``: ``test_neg_elbo`` with ``test_neg_elbo_se`` and ``test_neg_elbo_samples``
