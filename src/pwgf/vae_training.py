@@ -26,11 +26,13 @@ and its gradient splits into three parts, each computed the same way for every e
   affine in :math:`z`, where ST is exact). It fails for pWGF-MMD in both steps, whose estimate is not
   linear in the cost (the kernel saturates in the move), and for the relaxations (Gumbel-Softmax, ST
   Gumbel-Softmax, Gumbel-Rao, Gapped ST, ReinMax), whose estimate of an affine cost at relaxed points is
-  biased: with the split they would descend a reweighted objective :math:`c\,\E_q[f] - \mathbb H`, not
-  the negative ELBO. These get the full cost. The book decides each estimator's form by enumeration
-  of the sixteen states of a four-unit linear VAE (``tests/test_vae_training.py``): with common random
-  numbers, the two forms' mean encoder gradients agree within Monte Carlo error exactly for the
-  ``"split"`` estimators. The encoder's gradient is ``torch.autograd.grad`` of the batch mean of the
+  biased. With the split these would weight the entropy differently from the cost (pWGF-MMD, a
+  rescaled ST for small steps, would descend :math:`c\,\E_q[f] - \mathbb H` with its factor :math:`c(h)`),
+  so they get the full cost. The book decides each estimator's form on a four-unit linear VAE, whose
+  sixteen latent states make the exact gradient available by enumeration (``tests/test_vae_training.py``):
+  with the same draws in both forms (common random numbers), the two forms' mean encoder gradients
+  agree within Monte Carlo error exactly for the ``"split"`` estimators, and on the full cost
+  pWGF-MMD's mean is :math:`c(h)` times ST's. The encoder's gradient is ``torch.autograd.grad`` of the batch mean of the
   objective with respect to the encoder parameters only; its value estimates :math:`-\mathcal L(x)` in
   either form.
 * **decoder and prior** :math:`\vartheta`: the exact gradient of the single-sample ELBO
@@ -154,7 +156,7 @@ ESTIMATOR_NAMES: tuple[str, ...] = PAPER_ESTIMATORS + (
     "pwgf_mmd_argmin", "reinforce", "muprop", "disarm", "st_gumbel_softmax", "reinmax", "gumbel_rao", "gapped_st",
 )
 #: The form of the encoder's objective each estimator gets (module docstring): ``"split"``, its estimate on
-#: :math:`f = -\log p(x, z)` minus the analytic entropy, where a test by enumeration shows that this has the same
+#: :math:`f = -\log p(x, z)` minus the analytic entropy, where a test on an enumerable model shows that this has the same
 #: expectation as the estimator on the full cost; ``"full"``, the estimator on the paper's cost
 #: :math:`-\log p(x, z) + \log q(z\mid x)` (:func:`full_cost`).
 ENCODER_FORMS: dict[str, str] = {
