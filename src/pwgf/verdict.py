@@ -294,19 +294,21 @@ def table2_rows(summary: Any, metric: str = TABLE2_METRIC) -> list[dict[str, Any
 
 
 def _rows(summary: Any, metric: str, cells: Iterable[tuple[str, str, float | None]]) -> list[dict[str, Any]]:
-    """Mean, standard error, number of seeds and per-seed ``values`` of ``metric`` for each ``(arch, estimator, paper value)`` of ``cells``."""
+    """Mean, standard error, number of seeds (and of converged runs) and per-seed ``values`` of ``metric`` for each ``(arch, estimator, paper value)`` of ``cells``."""
     ours: dict[tuple[str, str], list[float]] = {}
+    converged: dict[tuple[str, str], int] = {}
     if summary is not None:
         records = summary["rows"] if isinstance(summary, Mapping) else summary
         for r in records:
             if metric not in r:
                 raise ValueError(f"bernoulli_vae summary rows need the field {metric!r}, got {sorted(r)}")
             ours.setdefault((r["arch"], r["estimator"]), []).append(float(r[metric]))
+            converged[(r["arch"], r["estimator"])] = converged.get((r["arch"], r["estimator"]), 0) + (r.get("converged") is True)
     table = []
     for arch, name, paper_value in cells:
         values = np.array(ours.get((arch, name), []))
         table.append({
-            "arch": arch, "estimator": name, "paper": paper_value, "n_seeds": len(values),
+            "arch": arch, "estimator": name, "paper": paper_value, "n_seeds": len(values), "n_converged": converged.get((arch, name), 0),
             "mean": float(values.mean()) if len(values) else math.nan,
             "se": float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan,
             "values": values.tolist(),
