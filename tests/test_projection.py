@@ -270,3 +270,24 @@ def test_categorical_paper_step_is_the_simplex_argmin():
         constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1}], options={"ftol": 1e-15, "maxiter": 500},
     )
     assert np.abs(got.numpy() - res.x).max() < 1e-5  # SLSQP's accuracy on a quadratic over the simplex
+
+
+@pytest.mark.parametrize("h", [0.5, 1.0, 2.0])
+def test_pwgf_mmd_reverses_sign_for_outward_moves_beyond_the_reversal_move(h):
+    """A Bernoulli sample's term of pwgf.mmd.moved_gradient (the closed form of the estimator, an independent
+    code path) points along a small move, keeps that sign for outward moves up to bernoulli_reversal_move
+    and reverses beyond it (1e-6 relative either side of the root, float64); inward moves never reverse."""
+    t_star = projection.bernoulli_reversal_move(h)
+    mean, bw = torch.tensor([0.3], dtype=torch.float64), torch.tensor(h, dtype=torch.float64)
+
+    def term(z: float, moved: float) -> float:
+        return float(mmd.moved_gradient("bernoulli", mean, torch.tensor([[z]], dtype=torch.float64), torch.tensor([[moved]], dtype=torch.float64), bw))
+
+    for z, outward in ((1.0, 1.0), (0.0, -1.0)):
+        small = term(z, z + 1e-3 * outward)
+        assert small * term(z, z + t_star * (1 - 1e-6) * outward) > 0 > small * term(z, z + t_star * (1 + 1e-6) * outward)
+        moves = torch.linspace(1e-3, 20, 400, dtype=torch.float64)
+        assert not projection.reversed_moves(torch.full_like(moves, z), z - outward * moves, h).any()
+        assert projection.reversed_moves(torch.full_like(moves, z), z + outward * moves, h).eq(moves > t_star).all()
+    if h == 1.0:
+        assert t_star == pytest.approx(1.2112068998, abs=1e-9)

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pwgf import results, sweep, vae, verdict
+from pwgf import projection, results, sweep, vae, verdict
+from pwgf.discrete import as_discrete
 from pwgf import vae_experiment as vx
 from pwgf import vae_training as vt
 
@@ -254,6 +255,7 @@ def test_the_summary_has_the_schema_the_verdict_reads(tmp_path):
     # error of bound and -ELBO on the same images, and the spread across images (test_nll_bound_se, ~12 nats
     # here) would make a check of their order here one that cannot fail.
     assert all(math.isfinite(r[f]) for r in summary["rows"] for f in ("test_neg_elbo", "test_nll_bound", "test_neg_elbo_on_bound_images"))
+    assert all(isinstance(r["converged"], bool) and r["reversed_share"] is None and r["steps"] == 5 for r in summary["rows"])
     table = verdict.table2_rows(summary)
     assert next(r for r in table if r["arch"] == "linear" and r["estimator"] == "st")["n_seeds"] == 2
     assert not list((tmp_path / "runs" / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint
@@ -276,3 +278,102 @@ def test_the_test_elbo_reaches_its_standard_error():
     log_q, log_joint = vae.enumerated_log_densities(model, x)
     exact = -(log_q.exp() * (log_joint - log_q)).sum(0).mean().item()
     assert abs(value - exact) < 4 * se
+
+
+# ---- which form of the encoder's objective each estimator gets (ENCODER_FORMS) ----------------------
+
+FORM_OPTIONS = {**{name: {"temperature": 0.5} for name in ("gumbel_softmax", "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax")},
+                **{name: {"eps": 0.5, "bandwidth": 1.0} for name in ("pwgf_mmd", "pwgf_mmd_argmin")},
+                **{name: {"eta": 1.0, "temperature": 0.5} for name in ("rebar", "relax")}}
+
+
+@pytest.mark.parametrize("name", sorted(set(vt.ENCODER_FORMS) - {"exact"}))
+def test_the_split_is_used_exactly_where_it_keeps_the_expected_encoder_gradient(name):
+    """A linear VAE with four latent units (sixteen states): each estimator's mean encoder gradient with the
+    analytic-entropy split against its mean on the paper's full cost, R = 4000 paired replicates (common
+    random numbers: the same draws in both forms). "split" estimators: every coordinate of the mean
+    difference within 4 SE plus a float64 rounding allowance (1e-12), a false alarm of at most 28 x 6.3e-5
+    under the CLT; "full" estimators: some coordinate beyond 8 SE and beyond that allowance, so the split
+    would change what they descend."""
+    model = vae.BernoulliVAE("linear", X_DIM, 4, seed=3, dtype=DT)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen(3 + p.numel()), dtype=DT))
+    replicates = 4000
+    split, full = (vt.encoder_gradient_replicates(model, IMAGES, name, replicates, generator=gen(5), options=FORM_OPTIONS.get(name), form=form)
+                   for form in vt.FORMS)
+    difference = full - split
+    mean, se = difference.mean(0).abs(), difference.std(0) / math.sqrt(replicates)
+    if vt.ENCODER_FORMS[name] == "split":
+        assert (mean <= 4 * se + 1e-12).all(), float((mean - 4 * se).max())
+    else:
+        assert ((mean > 8 * se) & (mean > 1e-12)).any()
+
+
+# ---- convergence, and the summary fields that carry it -------------------------------------------------
+
+
+def curve(values, every=10):
+    return [{"step": i * every, "valid_neg_elbo": v} for i, v in enumerate(values)]
+
+
+def test_converged_asks_for_less_than_the_tolerance_over_the_last_quarter():
+    """Scripted curves of 100 steps evaluated every 10: the window starts after step 75."""
+    plateau = curve([200, 150, 120, 110, 105, 104.9, 104.8, 104.8, 104.7, 104.6, 104.6])  # 0.2 nats after step 70
+    still_falling = curve([200, 180, 165, 150, 140, 130, 122, 115, 110, 106, 103])  # 12 nats after step 70
+    noisy_plateau = curve([200, 150, 120, 110, 105, 104, 104.3, 103.9, 104.2, 103.7, 104.1])  # best 103.7 against 103.9
+    assert vx.converged(plateau, 100) and not vx.converged(still_falling, 100) and vx.converged(noisy_plateau, 100)
+    # just below and just above the tolerance
+    edge = vx.CONVERGENCE_TOLERANCE
+    assert vx.converged(curve([150, 120, 110, 110, 110, 110, 110, 110, 110 - 0.99 * edge, 110, 110]), 100)
+    assert not vx.converged(curve([150, 120, 110, 110, 110, 110, 110, 110, 110 - 1.01 * edge, 110, 110]), 100)
+    # too short a record to tell: nothing after the window starts, or nothing before it
+    assert not vx.converged(curve([150, 120]), 100) and not vx.converged([{"step": 100, "valid_neg_elbo": 1.0}], 100)
+    with pytest.raises(ValueError, match="window"):
+        vx.converged(plateau, 100, window=1.0)
+
+
+@pytest.mark.parametrize("arch", ["linear", "two_layer"])
+def test_the_reversed_share_counts_outward_moves_beyond_the_reversal_move(arch):
+    """reversed_share against a direct count: the same draw (the same generator seed, which then feeds the
+    inner layer of two_layer), the move -eps * grad of the full cost by autograd, and a unit counted when its
+    move is outward (above 1 or below 0) and longer than bernoulli_reversal_move(1) (one sample per image:
+    bandwidth 1). Exact up to float64 rounding."""
+    model, x, eps = tiny(arch), IMAGES.repeat(50, 1), 3.0
+    share = vt.reversed_share(model, x, "pwgf_mmd", eps=eps, bandwidth="median", generator=gen(9))
+    g = gen(9)
+    logits = model.encoder_logits(x).detach()
+    z = as_discrete(torch.distributions.Independent(torch.distributions.Bernoulli(logits=logits), 1)).sample(1, g).requires_grad_(True)
+    cost = vt.full_cost(vt.layer_cost(model, x, "pwgf_mmd", generator=g, options={"eps": eps, "bandwidth": "median"}), logits)
+    move = -eps * torch.autograd.grad(cost(z).sum(), z)[0]
+    outward = torch.where(z.detach() == 1, move, -move)
+    expected = float((outward > projection.bernoulli_reversal_move(1.0)).double().mean())
+    assert share == pytest.approx(expected, abs=1e-12) and 0 < share < 1
+    assert vt.reversed_share(model, x, "pwgf_mmd", eps=1e-3, bandwidth="median", generator=gen(9)) == 0.0
+
+
+def test_a_pwgf_mmd_run_records_its_reversed_share_at_every_evaluation():
+    result = vt.train(config(estimator="pwgf_mmd", eps=5.0, steps=4, var=0, test=False, k=0))
+    shares = [h["reversed_share"] for h in result["history"]]
+    assert len(shares) == 3 and all(0 <= s <= 1 for s in shares)
+    assert vx.reversed_share(result["history"]) == pytest.approx(np.mean(shares), abs=1e-15)
+
+
+def test_on_the_full_cost_pwgf_mmd_is_a_rescaled_st_and_with_the_split_it_is_not():
+    """mmdproj-thm-limit holds per draw: as eps -> 0 each pWGF-MMD estimate tends to c_B(h) times ST's on the same
+    draw, c_B(1) = k/(2(1 - k)), k = exp(-1/2). With the same draws (same generator seed, one sample each), at
+    eps = 1e-3 the mean encoder gradient on the full cost is c_B times ST's up to the O(eps) remainder (1% allowed);
+    with the analytic-entropy split only the cost part is rescaled, and the mean leaves ST's direction (more
+    than 5% of its norm orthogonal to it): the split would change what pWGF descends."""
+    model = vae.BernoulliVAE("linear", X_DIM, 4, seed=3, dtype=DT)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen(3 + p.numel()), dtype=DT))
+    k = math.exp(-0.5)
+    c_b = k / (2 * (1 - k))
+    st = vt.encoder_gradient_replicates(model, IMAGES, "st", 2000, generator=gen(5)).mean(0)
+    full, split = (vt.encoder_gradient_replicates(model, IMAGES, "pwgf_mmd", 2000, generator=gen(5), options={"eps": 1e-3, "bandwidth": 1.0},
+                                                  form=form).mean(0) for form in ("full", "split"))
+    assert (full - c_b * st).norm() <= 0.01 * (c_b * st).norm()
+    orthogonal = split - (split @ st) / (st @ st) * st
+    assert orthogonal.norm() > 0.05 * split.norm()

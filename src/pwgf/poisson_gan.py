@@ -48,8 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pwgf import estimators, families, results, sweep
-from pwgf.bootstrap import paired_ratio_interval
+from pwgf import decision, estimators, families, results, sweep
 from pwgf._validate import check_choice, check_list, check_positive, check_positive_int
 
 __all__ = [
@@ -432,11 +431,15 @@ def compare_spreads(
     """The Poisson verdict's decision rule: is ``estimator``'s spread smaller than ``reference``'s?
 
     ``rows`` are :func:`per_seed` rows; ``measure`` is a key of :data:`SPREAD_MEASURES`. Returns ``ratio`` =
-    measure(reference) / measure(estimator) on all seeds, its bootstrap ``interval`` over seeds resampled
-    in pairs (:func:`pwgf.bootstrap.paired_ratio_interval` at ``level``), and the ``decision``:
-    ``"smaller"`` if the interval lies above 1 (the estimator's spread is significantly smaller),
-    ``"larger"`` if it lies below 1, ``"no significant difference"`` otherwise. The Poisson page's verdict
-    and the Verdict chapter both decide with this function.
+    measure(reference) / measure(estimator) on all seeds, its two-sided ``level`` ``interval`` over the
+    seeds, paired (both estimators ran on the same seeds and data), exact under normality:
+    Pitman-Morgan for ``final_std`` (:func:`pwgf.decision.pitman_morgan_interval`), Fieller for the
+    ratio of mean within-run spreads (``within_std``) and of mean squared errors (``rmse``, square-rooted;
+    :func:`pwgf.decision.fieller_interval`). With two seeds the Pitman-Morgan interval is undefined and
+    ``[0, inf)`` is returned. ``decision``: ``"smaller"`` if the interval lies above 1 (the
+    estimator's spread is significantly smaller, one-sided at :math:`(1 - \\text{level})/2`), ``"larger"``
+    if it lies below 1, ``"no significant difference"`` otherwise. The Poisson page's verdict and the
+    Verdict chapter both decide with this function.
     """
     check_choice(measure, list(SPREAD_MEASURES), "measure")
     field, statistic = SPREAD_MEASURES[measure]
@@ -451,12 +454,19 @@ def compare_spreads(
     (num, num_seeds), (den, den_seeds) = values(reference), values(estimator)
     if num_seeds != den_seeds:
         raise ValueError(f"{reference!r} and {estimator!r} must share their seeds for a paired comparison, got {num_seeds} and {den_seeds}")
-    stat = lambda x: statistic(x, float(lambda0))  # noqa: E731
-    ratio = float(stat(num) / stat(den))
-    low, high = paired_ratio_interval(num, den, stat, level=level)
-    decision = "smaller" if low > 1 else "larger" if high < 1 else "no significant difference"
+    ratio = float(statistic(num, float(lambda0)) / statistic(den, float(lambda0)))
+    if measure == "final_std" and len(num) < 3:
+        low, high = 0.0, math.inf  # a correlation over two seeds is always +-1: the interval is undefined and decides nothing
+    elif measure == "final_std":
+        low, high = decision.pitman_morgan_interval(num, den, level=level)
+    elif measure == "within_std":
+        low, high = decision.fieller_interval(num, den, level=level)
+    else:
+        low, high = np.sqrt(decision.fieller_interval((num - lambda0) ** 2, (den - lambda0) ** 2, level=level))
+    low, high = float(low), float(high)
+    decision_ = "smaller" if low > 1 else "larger" if high < 1 else "no significant difference"
     return {"measure": measure, "estimator": estimator, "reference": reference, "lambda0": float(lambda0), "level": level,
-            "ratio": ratio, "interval": (low, high), "decision": decision, "n_seeds": len(num_seeds)}
+            "ratio": ratio, "interval": (low, high), "decision": decision_, "n_seeds": len(num_seeds)}
 
 
 #: The estimators the page's comparison with Table 1 reads (pWGF against ST, and the oracle's rate).

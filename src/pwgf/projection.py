@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from scipy.optimize import brentq
 
 from pwgf import flow, mmd, structured
 from pwgf._validate import check_positive
@@ -63,6 +64,8 @@ __all__ = [
     "pwgf_mmd_argmin",
     "mmd_argmin",
     "DEFAULT_EPS_MMD",
+    "bernoulli_reversal_move",
+    "reversed_moves",
 ]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
@@ -202,14 +205,57 @@ def pwgf_mmd(
     coordinate, where a fixed :math:`h = 1` makes the estimate's variance grow with the rate (chapter
     *The MMD projection*); for Bernoulli coordinates it is 1. ``eps`` is the WGF step; the default 0.1
     moves a sample by a tenth of the lattice spacing per unit of :math:`\nabla f`, where the kernel is
-    close to linear; when :math:`\varepsilon|\nabla f|` exceeds :math:`h` the kernel saturates and the
-    estimate shrinks. Poisson supports are truncated with ``tail`` (see :mod:`pwgf.mmd`).
+    close to linear. Beyond that the estimate is not monotone in the move: for a Bernoulli
+    coordinate a sample's term is proportional to :math:`\phi(\tilde z) - \phi(z)`,
+    :math:`\phi(u) = K(1, u) - K(0, u)`, which grows with an inward move until the kernel saturates and
+    then flattens, and for an outward move (past 0 or 1) rises, peaks and falls, changing sign once the
+    move exceeds :func:`bernoulli_reversal_move` (about 1.2 at :math:`h = 1`, 3.7 at :math:`h = 2`): there
+    the sample pushes the parameter the wrong way (:func:`reversed_moves`). Poisson supports are
+    truncated with ``tail`` (see :mod:`pwgf.mmd`).
     """
     z = q.sample(n_samples, generator)
     z_tilde, fz = wgf_step(f, z, eps, q.batch_shape)
     y, y_tilde = _coordinates(q, z), _coordinates(q, z_tilde)
     h = _bandwidth(q, bandwidth, y_tilde)
     return _surrogate(q, fz, _gauss_newton_step(q.kind, _flat_mean(q), y, y_tilde, h, eps, tail))
+
+
+def _bernoulli_profile(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    r""":math:`\phi(u) = K(1, u) - K(0, u)`: a Bernoulli sample's term of :func:`pwgf.mmd.moved_gradient` is :math:`-2 w\,\phi`."""
+    return mmd.rbf_kernel(u, 1.0, h) - mmd.rbf_kernel(u, 0.0, h)
+
+
+def reversed_moves(z: torch.Tensor, z_tilde: torch.Tensor, bandwidth: float | torch.Tensor) -> torch.Tensor:
+    r"""Where a Bernoulli sample's pWGF-MMD term points against its move: :math:`(\phi(\tilde z) - \phi(z))(\tilde z - z) < 0`.
+
+    ``z`` (binary) and ``z_tilde`` (moved) broadcast against ``bandwidth`` :math:`h`. For a small move the
+    term has the sign of the move (the ST direction); it reverses exactly for outward moves longer than
+    :func:`bernoulli_reversal_move` (inward moves never reverse: :math:`\phi` increases on :math:`[0, 1]` and
+    is negative below 0, positive above 1). Boolean tensor of the broadcast shape.
+    """
+    h = torch.as_tensor(bandwidth, dtype=z_tilde.dtype, device=z_tilde.device)
+    z = z.to(z_tilde.dtype)
+    return (_bernoulli_profile(z_tilde, h) - _bernoulli_profile(z, h)) * (z_tilde - z) < 0
+
+
+def bernoulli_reversal_move(bandwidth: float) -> float:
+    r"""The outward move :math:`t^\ast(h)` beyond which a Bernoulli sample's pWGF-MMD term changes sign: the root in :math:`t > 0` of :math:`\phi(1 + t) = \phi(1)`.
+
+    :math:`\phi(1 + t) - \phi(1)` is positive for small :math:`t` (:math:`\phi'(1) = e^{-1/(2h^2)}/h^2 > 0`) and tends to
+    :math:`-\phi(1) < 0`, and it has one root (float64, ``scipy.optimize.brentq`` to :math:`10^{-12}`); by the
+    symmetry :math:`\phi(1 - u) = -\phi(u)` the same :math:`t^\ast` holds for a move below 0.
+    """
+    check_positive(float(bandwidth), "bandwidth")
+    h = torch.tensor(float(bandwidth), dtype=torch.float64)
+    one = torch.tensor(1.0, dtype=torch.float64)
+
+    def gap(t: float) -> float:
+        return float(_bernoulli_profile(one + t, h) - _bernoulli_profile(one, h))
+
+    high = 1.0
+    while gap(high) > 0:
+        high *= 2
+    return float(brentq(gap, 1e-9, high, xtol=1e-12))
 
 
 def _gauss_newton_step(

@@ -8,14 +8,33 @@ r"""Training the Bernoulli VAEs of Table 2 with any gradient estimator: costs, o
 
 and its gradient splits into three parts, each computed the same way for every estimator:
 
-* **encoder** :math:`\phi`: :math:`\nabla_\phi\E_q[f]` by the estimator, through
+* **encoder** :math:`\phi`: the run's estimator estimates :math:`\nabla_\phi(-\mathcal L)` through
   :func:`pwgf.estimators.surrogate` with the factorized Bernoulli :math:`q_\phi(z\mid x)` (logits from
-  the encoder) and the cost :math:`f`; the entropy term by its exact gradient,
-  :math:`\mathbb H[q] = \sum_j \operatorname{softplus}(\ell_j) - \sigma(\ell_j)\ell_j` in the logits
-  :math:`\ell` (``torch.distributions``' analytic entropy). So the :math:`-\log q` term of the ELBO adds
-  no noise and every estimator sees the same cost :math:`f`, which does not depend on :math:`\phi`.
-  The encoder's gradient is ``torch.autograd.grad`` of the batch mean of
-  ``surrogate(...) - entropy`` with respect to the encoder parameters only (:func:`encoder_objective`).
+  the encoder), in one of two forms (:data:`ENCODER_FORMS`, :func:`encoder_objective`):
+
+  - ``"full"``: the estimator sees the paper's cost :math:`c(z) = -\log p_\vartheta(x, z) + \log q_{\bar\phi}(z\mid x)`
+    (App. A of :cite:`cheng2018straight`), the log-density with the logits detached (:func:`full_cost`;
+    the dropped term :math:`\E_q[\nabla_\phi\log q_\phi]` is zero).
+  - ``"split"``: the estimator sees :math:`f` only and the entropy term gets its exact gradient,
+    :math:`\mathbb H[q] = \sum_j \operatorname{softplus}(\ell_j) - \sigma(\ell_j)\ell_j` in the logits
+    :math:`\ell` (``torch.distributions``' analytic entropy), so the :math:`\log q` term adds no noise.
+
+  The split is a variance reduction, allowed only where it leaves the estimator's expected gradient
+  unchanged: for an estimator that is linear in the cost, where the estimate of the affine
+  :math:`\log q_{\bar\phi}` is exact in expectation. That holds for the unbiased estimators (REINFORCE,
+  MuProp, ARM, DisARM, REBAR, RELAX: unbiased for any cost) and for ST and pWGF-ST (:math:`\log q` is
+  affine in :math:`z`, where ST is exact). It fails for pWGF-MMD in both steps, whose estimate is not
+  linear in the cost (the kernel saturates in the move), and for the relaxations (Gumbel-Softmax, ST
+  Gumbel-Softmax, Gumbel-Rao, Gapped ST, ReinMax), whose estimate of an affine cost at relaxed points is
+  biased. With the split these would weight the entropy differently from the cost (pWGF-MMD, a
+  rescaled ST for small steps, would descend :math:`c\,\E_q[f] - \mathbb H` with its factor :math:`c(h)`),
+  so they get the full cost. The book decides each estimator's form on a four-unit linear VAE, whose
+  sixteen latent states make the exact gradient available by enumeration (``tests/test_vae_training.py``):
+  with the same draws in both forms (common random numbers), the two forms' mean encoder gradients
+  agree within Monte Carlo error exactly for the ``"split"`` estimators, and on the full cost
+  pWGF-MMD's mean is :math:`c(h)` times ST's. The encoder's gradient is ``torch.autograd.grad`` of the batch mean of the
+  objective with respect to the encoder parameters only; its value estimates :math:`-\mathcal L(x)` in
+  either form.
 * **decoder and prior** :math:`\vartheta`: the exact gradient of the single-sample ELBO
   :math:`\log p_\vartheta(x, z) - \log q_\phi(z\mid x)` at a separate draw :math:`z\sim q_\phi(\cdot\mid x)`
   (:func:`pwgf.vae.elbo` with one sample), as in the scripts of :cite:`yin2019arm`: every estimator
@@ -46,9 +65,10 @@ The composition rule of :mod:`pwgf.estimators` applies with the run's estimator 
     \qquad f_2(z_2) = -\log p(z_1\mid z_2) - \log p(z_2),
 
 where :math:`\widehat\E` is ``surrogate(estimator, q(z_2|z_1), f_2)`` built inside :math:`f_1` from the
-:math:`z_1` it is given (:func:`layer_cost`). Its value is an unbiased estimate of the conditional
-cost, its gradient in the layer-2 encoder is the inner estimator's, and the entropy of
-:math:`q(z_2\mid z_1)` is exact. Each outer sample gets fresh inner noise. The score-function
+:math:`z_1` it is given (:func:`layer_cost`), written here in the ``"split"`` form; in the ``"full"``
+form the inner estimator sees :math:`f_2 + \log q_{\bar\phi}(z_2\mid z_1)` and no entropy is subtracted.
+Its value is an unbiased estimate of the conditional cost, its gradient in the layer-2 encoder is the
+inner estimator's, and the entropy of :math:`q(z_2\mid z_1)` (split form) is exact. Each outer sample gets fresh inner noise. The score-function
 estimators stay unbiased, and so do MuProp, REBAR and RELAX (their control variates need
 :math:`f_1` at real :math:`z_1`, which the relaxed path provides), as the book checks by enumeration.
 **Gumbel-Softmax** works on two layers this way: :math:`f_1` is evaluated at the relaxed
@@ -87,8 +107,9 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-from pwgf import estimators, mnist, results
+from pwgf import estimators, mmd, mnist, projection, results
 from pwgf._validate import check_choice, check_positive, check_positive_int
+from pwgf.discrete import as_discrete
 from pwgf.sweep import code_version as sweep_code_version
 from pwgf.sweep import load_checkpoint, save_checkpoint
 from pwgf.vae import ARCHITECTURES, BernoulliVAE, elbo, enumerated_log_densities, iwae_bound, log_weights
@@ -101,6 +122,10 @@ __all__ = [
     "PRIOR_LR",
     "CONFIG_KEYS",
     "ControlVariates",
+    "ENCODER_FORMS",
+    "FORMS",
+    "encoder_form",
+    "full_cost",
     "layer_cost",
     "encoder_objective",
     "StepGradients",
@@ -113,6 +138,8 @@ __all__ = [
     "nll_bound",
     "logit_gradient_estimates",
     "gradient_variance",
+    "PWGF_MMD",
+    "reversed_share",
     "code_version",
     "validate_config",
     "load_data",
@@ -130,6 +157,15 @@ PAPER_ESTIMATORS: tuple[str, ...] = ("pwgf_mmd", "st", "arm", "relax", "rebar", 
 ESTIMATOR_NAMES: tuple[str, ...] = PAPER_ESTIMATORS + (
     "pwgf_mmd_argmin", "reinforce", "muprop", "disarm", "st_gumbel_softmax", "reinmax", "gumbel_rao", "gapped_st",
 )
+#: The form of the encoder's objective each estimator gets (module docstring): ``"split"``, its estimate on
+#: :math:`f = -\log p(x, z)` minus the analytic entropy, where a test on an enumerable model shows that this has the same
+#: expectation as the estimator on the full cost; ``"full"``, the estimator on the paper's cost
+#: :math:`-\log p(x, z) + \log q(z\mid x)` (:func:`full_cost`).
+ENCODER_FORMS: dict[str, str] = {
+    **{name: "split" for name in ("exact", "reinforce", "muprop", "arm", "disarm", "rebar", "relax", "st", "pwgf_st")},
+    **{name: "full" for name in ("pwgf_mmd", "pwgf_mmd_argmin", "gumbel_softmax", "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax")},
+}
+FORMS: tuple[str, ...] = ("split", "full")
 #: Estimator knobs chosen on the validation set, by estimator: config key -> option of :func:`pwgf.estimators.surrogate`.
 KNOBS: dict[str, dict[str, str]] = {
     **{name: {"temp": "temperature"} for name in ("gumbel_softmax", "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax")},
@@ -154,8 +190,10 @@ EVAL_BATCH: int = 500
 CONFIG_KEYS: frozenset[str] = frozenset(
     {"arch", "estimator", "seed", "lr", "data", "lim", "batch", "steps", "eval", "ckpt", "var", "test", "k", "k_n", "device", "code"}
 )
-# Offsets of a run's random streams from its seed: batch order, RELAX's network, validation, test, variance.
-_ORDER, _CONTROL, _VARIANCE = 0x0DE5, 0xC0DE, 0x5EED
+#: The pWGF-MMD estimators, whose kernel step reverses sign for long outward moves (:func:`reversed_share`).
+PWGF_MMD: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin")
+# Offsets of a run's random streams from its seed: batch order, RELAX's network, variance, reversal share.
+_ORDER, _CONTROL, _VARIANCE, _REVERSAL = 0x0DE5, 0xC0DE, 0x5EED, 0x5161
 _VALID_SEED, _TEST_SEED = 0x7A11D, 0x7E57
 
 
@@ -223,6 +261,7 @@ def layer_cost(
     options: Options | Mapping[str, Any] | None = None,
     n_samples: int | None = None,
     logits: list[torch.Tensor] | None = None,
+    form: str | None = None,
 ) -> Cost:
     r"""The cost :math:`f` of the first stochastic layer: samples ``[n, *batch, d]`` to ``[n, *batch]`` (module docstring).
 
@@ -234,26 +273,54 @@ def layer_cost(
     """
     n = estimators.MIN_SAMPLES[estimator] if n_samples is None else n_samples
     layer_options = _as_options(options)
+    layer_form = encoder_form(estimator, form)
     if model.n_layers == 1:
         return lambda z: -model.log_joint(x, z, relaxed=True)
 
     def cost(z1: torch.Tensor) -> torch.Tensor:
         inner = _layer_objective(model.encoder_logits_2(z1), lambda z2: -model.log_prior(z1, z2, relaxed=True), estimator, n,
-                                 generator, layer_options(1), logits)
+                                 generator, layer_options(1), logits, layer_form)
         return -model.log_likelihood(x, z1, relaxed=True) + inner
 
     return cost
 
 
+def encoder_form(estimator: str, form: str | None = None) -> str:
+    """``form`` if given (``"split"`` or ``"full"``), else the estimator's :data:`ENCODER_FORMS` entry."""
+    if form is None:
+        check_choice(estimator, tuple(ENCODER_FORMS), "estimator")
+        return ENCODER_FORMS[estimator]
+    check_choice(form, FORMS, "form")
+    return form
+
+
 def _layer_objective(
     layer_logits: torch.Tensor, f: Cost, estimator: str, n: int, generator: torch.Generator | None,
-    options: Mapping[str, Any], logits: list[torch.Tensor] | None,
+    options: Mapping[str, Any], logits: list[torch.Tensor] | None, form: str,
 ) -> torch.Tensor:
-    """``surrogate(estimator, q, f) - H[q]`` for the factorized Bernoulli ``q`` of ``layer_logits``, recorded in ``logits``."""
+    """The layer's estimate of ``E_q[f] - H[q]`` for the factorized Bernoulli ``q`` of ``layer_logits`` in ``form`` (:data:`ENCODER_FORMS`), recorded in ``logits``."""
     if logits is not None:
         logits.append(layer_logits)
     q = _bernoulli(layer_logits)
-    return estimators.surrogate(estimator, q, f, n, generator=generator, **options) - q.entropy()
+    if form == "split":
+        return estimators.surrogate(estimator, q, f, n, generator=generator, **options) - q.entropy()
+    return estimators.surrogate(estimator, q, full_cost(f, layer_logits), n, generator=generator, **options)
+
+
+def full_cost(f: Cost, layer_logits: torch.Tensor) -> Cost:
+    r"""The paper's cost :math:`f(z) + \log q_{\bar\phi}(z)` (App. A), the log-density with the logits :math:`\bar\ell` detached.
+
+    :math:`\log q_{\bar\phi}(z) = \sum_j z_j\bar\ell_j - \log(1 + e^{\bar\ell_j})`, affine in :math:`z`, so it is defined
+    at the real-valued points of the relaxed estimators too. Detaching drops the term
+    :math:`\E_q[\nabla_\phi\log q_\phi] = 0`: an estimator of :math:`\nabla_\phi\E_{q_\phi}[c]` for a cost :math:`c`
+    that does not depend on :math:`\phi` then estimates :math:`\nabla_\phi(-\mathcal L)`.
+    """
+    fixed = layer_logits.detach()
+
+    def cost(z: torch.Tensor) -> torch.Tensor:
+        return f(z) + (z * fixed - nn.functional.softplus(fixed)).sum(-1)
+
+    return cost
 
 
 def encoder_objective(
@@ -265,18 +332,22 @@ def encoder_objective(
     options: Options | Mapping[str, Any] | None = None,
     n_samples: int | None = None,
     logits: list[torch.Tensor] | None = None,
+    form: str | None = None,
 ) -> torch.Tensor:
     r"""Per-example surrogate ``[*batch]`` whose gradient in the encoder parameters estimates :math:`\nabla_\phi(-\mathcal L(x))`.
 
-    ``surrogate(estimator, q(z|x), f) - H[q(z|x)]`` with :math:`f` from :func:`layer_cost` and the
-    analytic entropy; its value estimates :math:`-\mathcal L(x)`. ``options`` is a dict of estimator
+    In the ``"split"`` form ``surrogate(estimator, q(z|x), f) - H[q(z|x)]`` with :math:`f` from
+    :func:`layer_cost` and the analytic entropy; in the ``"full"`` form ``surrogate(estimator, q(z|x),
+    full_cost(f))``. ``form`` defaults to the estimator's :data:`ENCODER_FORMS` entry (the other form is
+    for the test that decides it); the value estimates :math:`-\mathcal L(x)` in either. ``options`` is a dict of estimator
     options, or a function of the layer (0, 1) returning them (:meth:`ControlVariates.options`); the
     layer-1 logits are appended to ``logits`` when given, before any layer-2 logits.
     """
     layer_options = _as_options(options)
     n = estimators.MIN_SAMPLES[estimator] if n_samples is None else n_samples
-    f = layer_cost(model, x, estimator, generator=generator, options=layer_options, n_samples=n, logits=logits)
-    return _layer_objective(model.encoder_logits(x), f, estimator, n, generator, layer_options(0), logits)
+    layer_form = encoder_form(estimator, form)
+    f = layer_cost(model, x, estimator, generator=generator, options=layer_options, n_samples=n, logits=logits, form=layer_form)
+    return _layer_objective(model.encoder_logits(x), f, estimator, n, generator, layer_options(0), logits, layer_form)
 
 
 @dataclass
@@ -369,14 +440,16 @@ def encoder_gradient_replicates(
     *,
     generator: torch.Generator | None = None,
     options: Options | Mapping[str, Any] | None = None,
+    form: str | None = None,
 ) -> torch.Tensor:
     r"""``replicates`` independent estimates of :math:`\nabla_\phi` of the batch-mean negative ELBO of ``x`` ``[B, x_dim]``, ``[R, n_encoder_parameters]``.
 
-    One backward pass of :func:`encoder_objective` on :func:`replicated_encoder`, the training cost of
-    every run; the parameters are flattened in the order of ``parameter_groups()["encoder"]``.
+    One backward pass of :func:`encoder_objective` (in ``form``, default the estimator's) on
+    :func:`replicated_encoder`, the training cost of every run; the parameters are flattened in the
+    order of ``parameter_groups()["encoder"]``.
     """
     copies = replicated_encoder(model, replicates)
-    loss = encoder_objective(copies, x.expand(replicates, *x.shape), estimator, generator=generator, options=options).mean(-1).sum()
+    loss = encoder_objective(copies, x.expand(replicates, *x.shape), estimator, generator=generator, options=options, form=form).mean(-1).sum()
     grads = torch.autograd.grad(loss, copies.parameter_groups()["encoder"])
     return torch.cat([g.reshape(replicates, -1) for g in grads], dim=1)
 
@@ -473,12 +546,20 @@ def logit_gradient_estimates(
 
     The images ``x`` ``[B, x_dim]`` are repeated along a leading axis, so the estimator's per-example
     contract gives independent estimates in one call (the cost :math:`f` of :func:`layer_cost`, whose
-    gradient in the logits differs between estimators; the entropy's is exact and common to all).
+    gradient in the logits differs between estimators; the entropy's is exact and common to all). An
+    estimator of the ``"full"`` form (:data:`ENCODER_FORMS`) estimates on the full cost, as in training,
+    and the exact gradient of the entropy is added back, so every estimator's figure estimates the same
+    :math:`\nabla_\ell\E_q[f]`.
     """
     with torch.no_grad():
         leaf = model.encoder_logits(x).expand(replicates, *x.shape[:-1], model.z_dim).clone()
     f = layer_cost(model, x, estimator, generator=generator, options=options)
-    return estimators.estimate(estimator, _bernoulli(leaf), f, estimators.MIN_SAMPLES[estimator], generator=generator, **_as_options(options)(0))
+    if encoder_form(estimator) == "split":
+        return estimators.estimate(estimator, _bernoulli(leaf), f, estimators.MIN_SAMPLES[estimator], generator=generator, **_as_options(options)(0))
+    # On the full cost the estimate is of grad E[f] - grad H; the exact grad H = -sigma(l)(1 - sigma(l)) l is added back.
+    g = estimators.estimate(estimator, _bernoulli(leaf), full_cost(f, leaf), estimators.MIN_SAMPLES[estimator], generator=generator, **_as_options(options)(0))
+    p = torch.sigmoid(leaf)
+    return g - p * (1 - p) * leaf
 
 
 def gradient_variance(
@@ -510,6 +591,29 @@ def gradient_variance(
         "reference_norm2": float(mean_ref.pow(2).sum(-1).mean()),
         "reference_noise": float((reference.var(0) / reference_replicates).sum(-1).mean()),
     }
+
+
+def reversed_share(
+    model: BernoulliVAE, x: torch.Tensor, estimator: str, *, eps: float, bandwidth: float | str, generator: torch.Generator | None = None
+) -> float:
+    r"""The share of first-layer units whose pWGF-MMD term points against the flow's move, at one draw per image.
+
+    For each image of ``x`` ``[B, x_dim]`` one :math:`z\sim q(z\mid x)`, the move
+    :math:`\tilde z = z - \varepsilon\nabla c(z)` of the cost :math:`c` the estimator sees in training
+    (:data:`ENCODER_FORMS`), the bandwidth as the estimator resolves it (one sample per image: the median
+    heuristic's floor 1), and :func:`pwgf.projection.reversed_moves`: the fraction of the :math:`B\times d`
+    units whose outward move exceeds :func:`pwgf.projection.bernoulli_reversal_move`. ``estimator`` is
+    one of :data:`PWGF_MMD`.
+    """
+    check_choice(estimator, PWGF_MMD, "estimator")
+    logits = model.encoder_logits(x).detach()
+    cost = layer_cost(model, x, estimator, generator=generator, options={"eps": eps, "bandwidth": bandwidth})
+    if encoder_form(estimator) == "full":
+        cost = full_cost(cost, logits)
+    z = as_discrete(_bernoulli(logits)).sample(1, generator)
+    z_tilde, _ = projection.wgf_step(cost, z, eps, logits.shape[:-1])
+    y, y_tilde = z.reshape(1, -1), z_tilde.reshape(1, -1)
+    return float(projection.reversed_moves(y, y_tilde, mmd.resolve_bandwidth(bandwidth, y_tilde)).double().mean())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -713,7 +817,12 @@ def _training_step(run: _Run, x: torch.Tensor, key: str) -> None:
 def _evaluate(run: _Run, valid: torch.Tensor) -> None:
     value = valid_neg_elbo(run.model, valid)
     train_value = run.train_sum / run.train_count if run.train_count else None
-    run.history.append({"step": run.step, "seconds": run.seconds, "valid_neg_elbo": value, "train_neg_elbo": train_value})
+    c = run.config
+    share = None
+    if c["estimator"] in PWGF_MMD:
+        share = reversed_share(run.model, valid[:EVAL_BATCH], c["estimator"], eps=c["eps"], bandwidth=c["bw"],
+                               generator=torch.Generator().manual_seed(c["seed"] + _REVERSAL + run.step))
+    run.history.append({"step": run.step, "seconds": run.seconds, "valid_neg_elbo": value, "train_neg_elbo": train_value, "reversed_share": share})
     run.train_sum, run.train_count = 0.0, 0
     if not math.isfinite(value):
         raise FloatingPointError(f"non-finite validation -ELBO in run {results.run_key(run.config)}: estimator {run.config['estimator']!r}, step {run.step}")
@@ -740,7 +849,8 @@ def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, da
     A non-finite loss or gradient raises FloatingPointError naming the run, the estimator and the step.
 
     Returned: ``history`` (step, training seconds so far, validation and training -ELBO at every
-    evaluation), ``variance`` (:func:`gradient_variance` at :func:`variance_steps`, if ``var``),
+    evaluation, and for the pWGF-MMD estimators :func:`reversed_share` on the first :data:`EVAL_BATCH`
+    validation images, None for the others), ``variance`` (:func:`gradient_variance` at :func:`variance_steps`, if ``var``),
     ``best_step`` and ``best_valid_neg_elbo``, ``train_seconds`` and ``seconds_per_step`` (training
     steps only, evaluations excluded), the final REBAR/RELAX ``eta`` and ``temperature`` per layer, and
     with ``test``: ``test_neg_elbo`` with ``test_neg_elbo_se`` and ``test_neg_elbo_samples``
