@@ -73,10 +73,12 @@ estimators stay unbiased, and so do MuProp, REBAR and RELAX (their control varia
 :math:`f_1` at real :math:`z_1`, which the relaxed path provides), as the book checks by enumeration.
 **Gumbel-Softmax** works on two layers this way: :math:`f_1` is evaluated at the relaxed
 :math:`s_1\in(0,1)^{d_1}`, the layer-2 encoder reads :math:`s_1`, and the inner Gumbel-Softmax relaxes
-:math:`z_2` given it; every term is a smooth function of :math:`(s_1, s_2)`. In each layer this is the
-construction of :cite:`jang2017categorical`: the model's Bernoulli log-densities at the relaxed points
-and the analytic entropy of the discrete :math:`q`, not the relaxed objective of
-:cite:`maddison2017concrete`, which uses the densities of the Concrete relaxations for both.
+:math:`z_2` given it; every term is a smooth function of :math:`(s_1, s_2)`. In each layer the model's
+Bernoulli log-densities are evaluated at the relaxed points, the construction of :cite:`jang2017categorical`,
+and not the relaxed objective of :cite:`maddison2017concrete`, which uses the densities of the Concrete
+relaxations. Jang et al. pair it with the analytic divergence of the discrete :math:`q`, which is the
+``"split"`` form; Gumbel-Softmax gets the ``"full"`` form here (:data:`ENCODER_FORMS`), so its
+:math:`\log q_{\bar\phi}` is evaluated at the relaxed points too.
 
 **Runs** (:func:`train`) are flat configs, one per sweep task of :func:`pwgf.sweep.run_sweep`:
 
