@@ -67,12 +67,15 @@ def conditional_noise(q: Discrete, hard: torch.Tensor, uniform: torch.Tensor, *,
     keeps its dependence on the logits (REBAR and RELAX differentiate through it); otherwise it is a
     constant, as in Gumbel-Rao, where only the relaxation's own Jacobian enters.
     """
-    # Computed in NOISE_DTYPE and cast at the end: a float64 uniform within 2**-25 of 1 rounds to 1 in
-    # float32, where the conditional noise would be infinite.
-    logits = (q.logits if reparameterized else q.logits.detach()).to(NOISE_DTYPE)
-    u = uniform.to(NOISE_DTYPE)
-    noise = relax.conditional_logistic(logits, hard, u) if q.kind == "bernoulli" else relax.conditional_gumbel(logits, hard, u)
-    return noise.to(q.dtype)
+    # The logarithms of the uniforms are taken in the uniforms' dtype (NOISE_DTYPE from q.uniform: a float64
+    # uniform within 2**-25 of 1 would round to 1 in float32, where the noise would be infinite); the logistic
+    # noise is then formed in the parameter's dtype (it is cast to it in the end anyway), the Gumbel noise in
+    # NOISE_DTYPE.
+    # The library drew hard and uniform itself: the argument checks of the public samplers are skipped.
+    logits = q.logits if reparameterized else q.logits.detach()
+    if q.kind == "bernoulli":
+        return relax._conditional_logistic(logits, hard, uniform)
+    return relax._conditional_gumbel(logits.to(NOISE_DTYPE), hard, uniform.to(NOISE_DTYPE)).to(q.dtype)
 
 
 def gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None, temperature: float | torch.Tensor = 0.5) -> torch.Tensor:
@@ -118,9 +121,21 @@ def gumbel_rao(
     n_conditional = check_positive_int(n_conditional, "n_conditional")
     check_positive(temperature, "temperature")
     hard = q.sample(n, generator)
-    u = relax.sample_uniform((n_conditional, *hard.shape), generator=generator, dtype=NOISE_DTYPE, device=hard.device)
+    # Bernoulli: the K conditional uniforms are drawn in the parameter's dtype. In float32 that truncates the
+    # conditional noise where its probability is below 2**-24; the noise only weights the Jacobian.
+    dtype = q.dtype if q.kind == "bernoulli" else NOISE_DTYPE
+    u = relax.sample_uniform((n_conditional, *hard.shape), generator=generator, dtype=dtype, device=hard.device)
     noise = conditional_noise(q, hard, u, reparameterized=False)
-    soft = _soft(q, q.logits + noise, temperature).mean(0)
+    logits = q.logits
+    if q.kind == "bernoulli":
+        # The averaged Jacobian is diagonal, (1/K) sum_k s_k (1 - s_k) / tau: computed once without a graph, it
+        # carries the gradient to the logits directly (the temperature gets none) instead of K relaxations' graphs.
+        with torch.no_grad():
+            s = _soft(q, logits.detach() + noise, temperature)
+            weight = (s * (1 - s)).mean(0) / temperature
+        soft = weight * logits
+    else:
+        soft = _soft(q, logits + noise, temperature).mean(0)
     return q.costs(f, relax.straight_through(hard, soft)).mean(0)
 
 
