@@ -6,3 +6,7 @@ for example ``from pwgf import exact, families``.
 """
 
 __version__ = "0.1.0"
+
+from pwgf.sampling import sample
+
+__all__ = ["sample"]

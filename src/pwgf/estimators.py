@@ -51,6 +51,10 @@ name                        families                     unbiased   reference
 ``disarm``                  bernoulli                    yes        :cite:`dong2020disarm`
 ``rebar``                   bernoulli, categorical       yes        :cite:`tucker2017rebar`
 ``relax``                   bernoulli, categorical       yes        :cite:`grathwohl2018relax`
+``zgr``                     bernoulli, categorical       no         :cite:`shekhovtsov2023cold`
+``unordered_set``           bernoulli, categorical       yes        :cite:`kool2020estimating`
+``eat_sigmoid``             poisson                      no         :cite:`vafaii2024poisson`
+``eat_cubic``               poisson                      no         :cite:`ibrahim2026hitchhiker`
 ==========================  ===========================  =========  ==========================================
 
 **Layered latents.** A cost may itself sample further stochastic layers: ``f(z1)`` builds the
@@ -80,7 +84,7 @@ import torch
 from torch import distributions as D
 
 from pwgf import exact as enumeration
-from pwgf import projection, straight_through
+from pwgf import arrival_times, projection, straight_through, without_replacement
 from pwgf._validate import check_choice, check_positive, check_positive_int
 from pwgf.discrete import POISSON_TAIL, CostError, Discrete, as_discrete
 from pwgf.families import FAMILIES, resolve, resolve_leaf
@@ -90,6 +94,7 @@ __all__ = [
     "ENTRY_POINTS", "surrogate", "estimate", "estimates", "options", "measure", "tune",
     "exact", "reinforce", "st", "pwgf_st", "pwgf_mmd", "pwgf_mmd_argmin", "muprop", "gumbel_softmax",
     "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "arm", "disarm", "rebar", "relax",
+    "zgr", "unordered_set", "eat_sigmoid", "eat_cubic",
 ]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
@@ -365,6 +370,10 @@ _REGISTRY: dict[str, _Spec] = {
     "disarm": _Spec(_disarm, frozenset({"bernoulli"}), True),
     "rebar": _Spec(_rebar, _RELAXABLE, True),
     "relax": _Spec(_relax, _RELAXABLE, True),
+    "zgr": _Spec(straight_through.zgr, _RELAXABLE, False),
+    "unordered_set": _Spec(without_replacement.unordered_set, _RELAXABLE, True),
+    "eat_sigmoid": _Spec(arrival_times.eat_sigmoid, frozenset({"poisson"}), False),
+    "eat_cubic": _Spec(arrival_times.eat_cubic, frozenset({"poisson"}), False),
 }
 
 #: Estimator name -> the families (kinds of distribution) it applies to.
@@ -537,12 +546,42 @@ def relax(
     return _entry("relax", dist, f, n_samples, generator, eta=eta, temperature=temperature, control=control)
 
 
+def zgr(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none (no temperature). ``generator`` seeds the draws."""
+    return _entry("zgr", dist, f, n_samples, generator)
+
+
+def unordered_set(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none. ``n_samples`` :math:`k` distinct states per example, at most the number of states of one
+    example's event (:meth:`pwgf.discrete.Discrete.support`, which must be small enough to enumerate) and at most
+    :data:`pwgf.without_replacement.MAX_SET_SIZE`. ``generator`` seeds the Gumbel noise.
+    """
+    return _entry("unordered_set", dist, f, n_samples, generator)
+
+
+def eat_sigmoid(dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 0.5, tail: float = POISSON_TAIL, generator: Generator = None) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 0.5) of the sigmoid; ``tail``, the probability per
+    coordinate that an arrival the simulation leaves out would still count. ``f`` is evaluated at relaxed
+    (real-valued) counts. ``generator`` seeds the arrival times.
+    """
+    return _entry("eat_sigmoid", dist, f, n_samples, generator, temperature=temperature, tail=tail)
+
+
+def eat_cubic(dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 0.5, tail: float = POISSON_TAIL, generator: Generator = None) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 0.5; the mean of the relaxed count is exactly the rate
+    for :math:`\\tau \\le 1`); ``tail`` as :func:`eat_sigmoid`. ``f`` is evaluated at relaxed counts.
+    ``generator`` seeds the arrival times.
+    """
+    return _entry("eat_cubic", dist, f, n_samples, generator, temperature=temperature, tail=tail)
+
+
 #: Estimator name -> its typed entry point.
 ENTRY_POINTS: dict[str, Callable[..., torch.Tensor]] = {
     "exact": exact, "reinforce": reinforce, "st": st, "pwgf_st": pwgf_st, "pwgf_mmd": pwgf_mmd,
     "pwgf_mmd_argmin": pwgf_mmd_argmin, "muprop": muprop, "gumbel_softmax": gumbel_softmax,
     "st_gumbel_softmax": st_gumbel_softmax, "gumbel_rao": gumbel_rao, "gapped_st": gapped_st, "reinmax": reinmax,
     "arm": arm, "disarm": disarm, "rebar": rebar, "relax": relax,
+    "zgr": zgr, "unordered_set": unordered_set, "eat_sigmoid": eat_sigmoid, "eat_cubic": eat_cubic,
 }
 
 for _name, _function in ENTRY_POINTS.items():
