@@ -371,7 +371,7 @@ _REGISTRY: dict[str, _Spec] = {
     "rebar": _Spec(_rebar, _RELAXABLE, True),
     "relax": _Spec(_relax, _RELAXABLE, True),
     "zgr": _Spec(straight_through.zgr, _RELAXABLE, False),
-    "unordered_set": _Spec(without_replacement.unordered_set, _RELAXABLE, True),
+    "unordered_set": _Spec(without_replacement.unordered_set, _RELAXABLE, True, min_samples=2),
     "eat_sigmoid": _Spec(arrival_times.eat_sigmoid, frozenset({"poisson"}), False),
     "eat_cubic": _Spec(arrival_times.eat_cubic, frozenset({"poisson"}), False),
 }
@@ -552,7 +552,7 @@ def zgr(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = N
 
 
 def unordered_set(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
-    """Options: none. ``n_samples`` :math:`k` distinct states per example, at most the number of states of one
+    """Options: none. ``n_samples`` :math:`k \\ge 2` distinct states per example, at most the number of states of one
     example's event (:meth:`pwgf.discrete.Discrete.support`, which must be small enough to enumerate) and at most
     :data:`pwgf.without_replacement.MAX_SET_SIZE`. ``generator`` seeds the Gumbel noise.
     """

@@ -16,10 +16,10 @@ for :math:`C\subseteq S`. Then, with the leave-one-out ratio :math:`R(S, s) = Q(
 Both are unbiased (Kool et al. 2020, Theorems 1 and 4): :math:`Q(\emptyset) = \sum_{s\in S}p(s)Q(\{s\})`
 (the first draw is one of the set), so :math:`\E_S\sum_{s\in S}R(S,s)h(s) = \sum_x h(x)` for every
 :math:`h`; and :math:`b_s` is the unordered-set estimate of :math:`\E f` given that :math:`s` was drawn
-first, whose conditional expectation is :math:`\E f` whatever :math:`s`, so the baseline's term has
-expectation :math:`\E f\,\nabla\sum_x p(x) = 0`. The weights :math:`p(s)R(S,s)` sum to one. With
-:math:`k` equal to the number of states the estimate is exact; with :math:`k = 1` it is REINFORCE with
-the baseline :math:`p(s)f(s)`.
+first, whose conditional expectation is :math:`\E f` whatever :math:`s` when :math:`k\ge2` (the other
+:math:`k - 1` states estimate the rest of the sum without bias), so the baseline's term has expectation
+:math:`\E f\,\nabla\sum_x p(x) = 0`; hence :math:`k \ge 2`. The weights :math:`p(s)R(S,s)` sum to one.
+With :math:`k` equal to the number of states the estimate is exact.
 
 The :math:`Q(C)` with :math:`|C|\le 2` come from the :math:`k!` orderings of :math:`S`: along an ordering
 :math:`\pi`, the draw at position :math:`i` has probability :math:`p(\pi_i)/(1 - \sum_{j<i}p(\pi_j))`, and
@@ -105,9 +105,9 @@ def unordered_set(q: Discrete, f: Cost, n_samples: int, *, generator: torch.Gene
     log-probability per state of the support, and :math:`k!` orderings per example for the weights.
     """
     states = q.support()
-    if not 1 <= n_samples <= min(len(states), MAX_SET_SIZE):
+    if not 2 <= n_samples <= min(len(states), MAX_SET_SIZE):
         raise ValueError(
-            f"n_samples must lie in [1, {min(len(states), MAX_SET_SIZE)}] for estimator 'unordered_set' "
+            f"n_samples must lie in [2, {min(len(states), MAX_SET_SIZE)}] for estimator 'unordered_set' "
             f"(distinct states of a support of {len(states)}, at most MAX_SET_SIZE={MAX_SET_SIZE}), got {n_samples}"
         )
     batch_ndim = len(q.batch_shape)
