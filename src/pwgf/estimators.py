@@ -83,8 +83,8 @@ from typing import Any, Protocol
 import torch
 from torch import distributions as D
 
-from pwgf import exact as enumeration
 from pwgf import arrival_times, projection, straight_through, without_replacement
+from pwgf import exact as enumeration
 from pwgf._validate import check_choice, check_positive, check_positive_int
 from pwgf.discrete import POISSON_TAIL, CostError, Discrete, as_discrete
 from pwgf.families import FAMILIES, resolve, resolve_leaf
