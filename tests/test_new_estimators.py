@@ -125,7 +125,8 @@ def test_unordered_set_with_the_whole_support_is_exact_and_bernoulli_is_two_clas
 # ---- VIMCO ----------------------------------------------------------------------------------------
 
 
-def test_vimco_is_unbiased_for_the_gradient_of_the_multi_sample_bound_by_enumeration():
+@pytest.mark.parametrize("baseline", [True, False])
+def test_vimco_is_unbiased_for_the_gradient_of_the_multi_sample_bound_by_enumeration(baseline):
     # A Bernoulli VAE with 2 latent units (4 states), 2 images, K = 3: every one of the 4**3 tuples of samples
     # is enumerated. The mean of VIMCO's estimate over them, weighted by their probability, equals the gradient of
     # the exact bound (pwgf.exact.importance_weighted_bound), in every parameter, to float64 rounding.
@@ -145,7 +146,7 @@ def test_vimco_is_unbiased_for_the_gradient_of_the_multi_sample_bound_by_enumera
     log_weight = lambda z: model.log_joint(x, z) - q.log_prob(z)
     from pwgf.discrete import as_discrete
 
-    surrogate = vimco_at(as_discrete(q), log_weight, h)  # [T, B]
+    surrogate = vimco_at(as_discrete(q), log_weight, h, baseline=baseline)  # [T, B]
     prob = q.log_prob(h).sum(0).exp().detach()
     got = torch.autograd.grad((prob * surrogate).sum(), params)
     for r, g in zip(reference, got):

@@ -78,7 +78,8 @@ __all__ = [
 ]
 
 #: The estimators the experiment compares; ``"exact"`` is the oracle (truncated enumeration).
-ESTIMATOR_NAMES: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin", "st", "muprop", "reinforce", "exact")
+#: ``eat_cubic`` and ``eat_sigmoid`` (Ibrahim et al. 2026; Vafaii et al. 2024) run at their default temperature.
+ESTIMATOR_NAMES: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin", "st", "muprop", "reinforce", "eat_cubic", "eat_sigmoid", "exact")
 GENERATOR_LOSSES: tuple[str, ...] = ("paper", "nonsaturating", "minimax")
 #: The paper's Table 1 (lambda0 = 5, after 100 epochs): mean and "std" of the inferred lambda.
 PAPER_LAMBDA0: float = 5.0
@@ -101,7 +102,7 @@ _CONFIG_KEYS = frozenset(
 )
 _USES_EPS_BW = frozenset({"pwgf_mmd", "pwgf_mmd_argmin"})  # estimators that take the pWGF step eps and the MMD bandwidth
 #: The modules a run executes; their sources define :func:`code_version`.
-_RUN_MODULES = ("_validate", "families", "exact", "mmd", "projection", "relax", "estimators", "poisson_gan")
+_RUN_MODULES = ("_validate", "families", "exact", "mmd", "projection", "relax", "arrival_times", "estimators", "poisson_gan")
 _VARIANCE_STREAM = 0x5EED  # offset of the variance-measurement RNG stream from the run's seed
 
 

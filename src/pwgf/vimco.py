@@ -33,25 +33,29 @@ __all__ = ["vimco", "vimco_at"]
 LogWeight = Callable[[torch.Tensor], torch.Tensor]
 
 
-def vimco(dist: Any, log_weight: LogWeight, n_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+def vimco(dist: Any, log_weight: LogWeight, n_samples: int, *, baseline: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
     r"""The VIMCO surrogate of :math:`\hat{\mathcal L}_K` per example, shape ``batch_shape``: its value is :math:`\hat{\mathcal L}_K`, its gradient VIMCO's :math:`\hat g` (module docstring).
 
     ``dist``: :math:`q_\phi`, a distribution :mod:`pwgf.discrete` accepts. ``log_weight`` maps samples
     ``[K, *batch_shape, *event_shape]`` to :math:`\log w` ``[K, *batch_shape]``, differentiably in its own
     parameters and in :math:`\phi` where it uses :math:`\log q_\phi(h)`. ``n_samples`` :math:`K \ge 2`.
-    The objective is to be maximized: ``(-vimco(...)).mean().backward()`` for a loss.
+    The objective is to be maximized: ``(-vimco(...)).mean().backward()`` for a loss. ``baseline=False``
+    drops the leave-one-out baselines (learning signal :math:`\hat{\mathcal L}_K` for every sample): the plain,
+    also unbiased, score-function estimator VIMCO improves on, for comparisons.
     """
     q = as_discrete(dist)
     n_samples = check_positive_int(n_samples, "n_samples")
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2 for VIMCO (its baselines leave one sample out), got {n_samples}")
+    if not isinstance(baseline, bool):
+        raise ValueError(f"baseline must be True or False, got {baseline!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     with torch.enable_grad():
-        return vimco_at(q, log_weight, q.sample(n_samples, generator))
+        return vimco_at(q, log_weight, q.sample(n_samples, generator), baseline=baseline)
 
 
-def vimco_at(q: Discrete, log_weight: LogWeight, h: torch.Tensor) -> torch.Tensor:
+def vimco_at(q: Discrete, log_weight: LogWeight, h: torch.Tensor, *, baseline: bool = True) -> torch.Tensor:
     """The VIMCO surrogate at given samples ``h`` ``[K, *batch_shape, *event_shape]`` of ``q`` (what :func:`vimco` draws)."""
     log_w = costs(log_weight, h, q.batch_shape)
     k = h.shape[0]
@@ -61,6 +65,6 @@ def vimco_at(q: Discrete, log_weight: LogWeight, h: torch.Tensor) -> torch.Tenso
     geometric = (lw.sum(0) - lw) / (k - 1)
     eye = torch.eye(k, dtype=torch.bool, device=lw.device).reshape(k, k, *[1] * (lw.ndim - 1))
     replaced = torch.where(eye, geometric.unsqueeze(1), lw.unsqueeze(0))
-    signal = bound.detach() - (torch.logsumexp(replaced, dim=1) - math.log(k))
+    signal = bound.detach() - (torch.logsumexp(replaced, dim=1) - math.log(k)) if baseline else bound.detach().expand_as(lw)
     log_q = q.log_prob(h)
     return bound + (signal * (log_q - log_q.detach())).sum(0)

@@ -21,17 +21,13 @@ first, whose conditional expectation is :math:`\E f` whatever :math:`s` when :ma
 :math:`\E f\,\nabla\sum_x p(x) = 0`; hence :math:`k \ge 2`. The weights :math:`p(s)R(S,s)` sum to one.
 With :math:`k` equal to the number of states the estimate is exact.
 
-The :math:`Q(C)` with :math:`|C|\le 2` come from the :math:`k!` orderings of :math:`S`: along an ordering
-:math:`\pi`, the draw at position :math:`i` has probability :math:`p(\pi_i)/(1 - \sum_{j<i}p(\pi_j))`, and
-:math:`Q(C)` with :math:`|C| = m` sums the products over positions :math:`\ge m` of the orderings that
-begin with :math:`C`, divided by :math:`m!`. All of it in log space, with the mass left after a prefix
-computed as a sum of the remaining probabilities (never as one minus a sum), in float64.
+The :math:`Q(C)` come from one recursion over the :math:`2^k` subsets of :math:`S` (by the first draw,
+:func:`_leave_out`), in log space and float64, with the mass left after :math:`C` computed as a sum of
+the remaining probabilities, never as one minus a sum.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable
 
 import torch
@@ -43,42 +39,41 @@ __all__ = ["MAX_SET_SIZE", "unordered_set", "set_terms"]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
-#: The largest set size: the leave-one-out probabilities sum over the k! orderings of the set.
-MAX_SET_SIZE: int = 7
+#: The largest set size: the leave-one-out probabilities take 2**k subsets of the set per example.
+MAX_SET_SIZE: int = 16
 
 
-def _orderings(k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The k! orderings ``[P, k]`` of positions, which position each begins with (one-hot ``[P, k]``) and which pair (``[P, k, k]``)."""
-    perms = torch.tensor(list(itertools.permutations(range(k))), dtype=torch.long, device=device)
-    first = torch.nn.functional.one_hot(perms[:, 0], k).to(torch.float64)
-    if k >= 2:
-        second = torch.nn.functional.one_hot(perms[:, 1], k).to(torch.float64)
-        pair = first[:, :, None] * second[:, None, :]
-        pair = pair + pair.transpose(1, 2)
-    else:
-        pair = torch.zeros(len(perms), k, k, dtype=torch.float64, device=device)
-    return perms, first, pair
+def _subsets(k: int, device: torch.device) -> torch.Tensor:
+    """Membership ``[2**k, k]`` (bool) of the subsets of ``k`` positions, subset ``c`` holding position ``a`` iff bit ``a`` of ``c`` is set."""
+    masks = torch.arange(2**k, device=device)
+    return (masks[:, None] >> torch.arange(k, device=device)) & 1 == 1
 
 
 def _leave_out(log_p_set: torch.Tensor, log_p_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r""":math:`\log Q(\emptyset)` ``[...]``, :math:`\log Q(\{s\})` ``[..., k]`` and :math:`\log Q(\{s, s'\})` ``[..., k, k]``.
+    r""":math:`\log Q(\emptyset)` ``[...]``, :math:`\log Q(\{s\})` ``[..., k]`` and :math:`\log Q(\{s, s'\})` ``[..., k, k]`` (diagonal :math:`-\infty`).
 
     ``log_p_set`` ``[..., k]`` holds :math:`\log p` of the set's states, ``log_p_out`` ``[...]`` the log
-    of the mass outside the set (``-inf`` when the set is the whole support).
+    of the mass outside the set (``-inf`` when the set is the whole support). By the first draw,
+    :math:`Q(C) = \sum_{a\in S\setminus C} \frac{p(a)}{1 - p(C)}\,Q(C\cup\{a\})` with :math:`Q(S) = 1`,
+    computed for all :math:`2^k` subsets, one subset size at a time, in log space; the mass
+    :math:`1 - p(C)` not yet drawn is the sum of the set's other probabilities and the mass outside it.
     """
     k = log_p_set.shape[-1]
-    perms, first, pair = _orderings(k, log_p_set.device)
-    lp = log_p_set[..., perms]  # [..., P, k]
-    # log of the mass not yet drawn before position i: the set's remaining states and everything outside it
-    remaining = torch.logcumsumexp(lp.flip(-1), dim=-1).flip(-1)
-    log_t = lp - torch.logaddexp(remaining, log_p_out[..., None, None])
-    suffix = torch.cumsum(log_t.flip(-1), dim=-1).flip(-1)  # suffix[..., m] = sum over positions >= m
-    zero = torch.zeros_like(suffix[..., :1])
-    suffix = torch.cat([suffix, zero], dim=-1)
-    log_q0 = torch.logsumexp(suffix[..., 0], dim=-1)
-    log_q1 = torch.logsumexp(suffix[..., 1, None] + torch.log(first), dim=-2)
-    log_q2 = torch.logsumexp(suffix[..., 2, None, None] + torch.log(pair), dim=-3) - math.log(2) if k >= 2 else torch.log(pair[0]).expand(*lp.shape[:-2], k, k)
-    return log_q0, log_q1, log_q2
+    member = _subsets(k, log_p_set.device)  # [M, k]
+    size = member.sum(-1)
+    outside_c = torch.where(member, -torch.inf, log_p_set[..., None, :])  # [..., M, k]: log p(a) for a not in C
+    log_left = torch.logaddexp(torch.logsumexp(outside_c, dim=-1), log_p_out[..., None])  # [..., M]
+    log_q = torch.full(outside_c.shape[:-1], -torch.inf, dtype=log_p_set.dtype, device=log_p_set.device)
+    log_q[..., -1] = 0.0
+    bits = 2 ** torch.arange(k, device=log_p_set.device)
+    for m in range(k - 1, -1, -1):
+        level = torch.nonzero(size == m).squeeze(-1)  # the subsets with m members
+        larger = level[:, None] | bits  # C with a added (C itself where a is in C, masked below)
+        terms = outside_c[..., level, :] - log_left[..., level, None] + log_q[..., larger]
+        log_q[..., level] = torch.logsumexp(terms, dim=-1)
+    pairs = bits[:, None] | bits[None, :]
+    log_q2 = torch.where(torch.eye(k, dtype=torch.bool, device=log_p_set.device), -torch.inf, log_q[..., pairs])
+    return log_q[..., 0], log_q[..., bits], log_q2
 
 
 def set_terms(log_p_set: torch.Tensor, log_p_out: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +97,7 @@ def unordered_set(q: Discrete, f: Cost, n_samples: int, *, generator: torch.Gene
     The surrogate's value is :math:`\hat L`, its gradient in the distribution's parameter is :math:`\hat g`,
     and its gradient in the parameters of ``f`` is :math:`\sum_{s\in S} p(s)R(S,s)\nabla f(s)`, the
     unbiased weighted mean (contract (ii) with these weights). Cost: :math:`k` evaluations of ``f``, one
-    log-probability per state of the support, and :math:`k!` orderings per example for the weights.
+    log-probability per state of the support, and :math:`2^k` subsets per example for the weights.
     """
     states = q.support()
     if not 2 <= n_samples <= min(len(states), MAX_SET_SIZE):
