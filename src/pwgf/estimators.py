@@ -74,7 +74,7 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import distributions as D
@@ -95,8 +95,8 @@ __all__ = [
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
 
-class SurrogateBuilder(Protocol):
-    def __call__(self, q: Discrete, f: Cost, n_samples: int, *, generator: torch.Generator | None = ..., **options: Any) -> torch.Tensor: ...
+#: ``builder(q, f, n_samples, *, generator=None, **options)``: a :class:`~pwgf.discrete.Discrete` view in, the surrogate out.
+SurrogateBuilder = Callable[..., torch.Tensor]
 
 
 #: REBAR's initial control-variate scale and temperature (Tucker et al. 2017 start from eta = 1, lambda = 0.5).
@@ -586,13 +586,13 @@ def _checked(name: str, q: Discrete, n_samples: Any, generator: Any, opts: dict[
 
 
 def _run(name: str, q: Discrete, f: Cost, n_samples: Any, generator: Any, opts: dict[str, Any]) -> torch.Tensor:
-    """Validate, then build estimator ``name``'s surrogate on the view ``q``; a :class:`~pwgf.discrete.CostError` becomes a ValueError naming the estimator."""
+    """Validate, then build estimator ``name``'s surrogate on the view ``q``; a :class:`~pwgf.discrete.CostError` is raised again naming the estimator."""
     spec, n_samples = _checked(name, q, n_samples, generator, opts)
     try:
         with torch.enable_grad():
             return spec.builder(q, f, n_samples, generator=generator, **opts)
     except CostError as err:
-        raise ValueError(f"estimator {name!r}: {err}") from None
+        raise type(err)(f"estimator {name!r}: {err}") from None
 
 
 def surrogate(name: str, dist: Any, *args: Any, generator: torch.Generator | None = None, **opts: Any) -> torch.Tensor:
@@ -743,7 +743,7 @@ def tune(
             (g,) = torch.autograd.grad(_run(name, q, f, n_samples, generator, opts).sum(), leaf, create_graph=True)
             objective = g.pow(2).sum()
             grads = torch.autograd.grad(objective, parameters, allow_unused=True, materialize_grads=True)
-        for p, grad in zip(parameters, grads):
+        for p, grad in zip(parameters, grads, strict=True):
             p.grad = grad
         optimizer.step()
         history.append(float(objective.detach()))
