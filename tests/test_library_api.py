@@ -238,5 +238,5 @@ def test_the_estimators_import_without_the_extras(monkeypatch):
 
 
 def test_discrete_costs_reports_nan():
-    with pytest.raises(discrete.CostError, match="NaN"):
+    with pytest.raises(discrete.NonFiniteCostError, match="NaN"):
         discrete.costs(lambda z: z.sum(-1) / 0 * 0, torch.ones(2, 3))

@@ -29,7 +29,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn import functional as F
@@ -194,7 +194,7 @@ def _floor_step(model: tuple[Callable[[], torch.distributions.Distribution], Cal
     dist, f, params = model
 
     def step() -> None:
-        p = dist().base_dist.probs
+        p = cast(Any, dist()).base_dist.probs
         z = (torch.rand(p.shape, generator=g, dtype=p.dtype) < p.detach()).to(p.dtype)
         f((z + p - p.detach()).unsqueeze(0)).mean(0).sum().backward()
         for w in params:

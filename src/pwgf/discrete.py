@@ -4,13 +4,13 @@ The estimators of :mod:`pwgf.estimators` take a distribution of one of three kin
 shape, parameterized as the caller chose, optionally wrapped in
 :class:`~torch.distributions.Independent`:
 
-===============  =======================================  ======================  ==========================
-kind             distribution                             parameter               mean :math:`m(\theta)`
-===============  =======================================  ======================  ==========================
-``bernoulli``    :class:`~torch.distributions.Bernoulli`          ``logits`` or ``probs``  :math:`p = \sigma(\text{logits})`
-``categorical``  :class:`~torch.distributions.OneHotCategorical`  ``logits`` or ``probs``  :math:`p = \operatorname{softmax}(\text{logits})`
-``poisson``      :class:`~torch.distributions.Poisson`            ``rate``                 :math:`\lambda`
-===============  =======================================  ======================  ==========================
+===============  =================================================  ========================  ==================================================
+kind             distribution                                       parameter                 mean :math:`m(\theta)`
+===============  =================================================  ========================  ==================================================
+``bernoulli``    :class:`~torch.distributions.Bernoulli`            ``logits`` or ``probs``   :math:`p = \sigma(\text{logits})`
+``categorical``  :class:`~torch.distributions.OneHotCategorical`    ``logits`` or ``probs``   :math:`p = \operatorname{softmax}(\text{logits})`
+``poisson``      :class:`~torch.distributions.Poisson`              ``rate``                  :math:`\lambda`
+===============  =================================================  ========================  ==================================================
 
 Shapes follow ``torch.distributions``: a draw of ``n`` samples has shape
 ``[n, *batch_shape, *event_shape]`` and a cost ``f`` maps it to ``[n, *batch_shape]``, one cost per
@@ -35,19 +35,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import distributions as D
+from typing import Any, cast
 
 import numpy as np
+import torch
 from scipy import stats
+from torch import distributions as D
 
 from pwgf import relax
 from pwgf._validate import check_finite, check_positive, check_positive_int
 
 __all__ = [
-    "KINDS", "Discrete", "CostError", "as_discrete", "replicate", "costs", "unvalidated", "NOISE_DTYPE", "POISSON_TAIL",
+    "KINDS", "Discrete", "CostError", "NonFiniteCostError", "as_discrete", "replicate", "costs", "unvalidated", "NOISE_DTYPE", "POISSON_TAIL",
     "poisson_truncation",
 ]
 
@@ -78,14 +77,18 @@ def poisson_truncation(rate: torch.Tensor | np.ndarray | float, tail: float = PO
 class CostError(ValueError):
     """A cost that cannot be used: it returned NaN, or it rejected the relaxed points an estimator evaluates it at.
 
-    The estimators re-raise it as a ValueError that names the estimator.
+    The estimators re-raise it, with the same class, naming the estimator.
     """
+
+
+class NonFiniteCostError(CostError, FloatingPointError):
+    """A cost that returned NaN: a ValueError (bad input) and a FloatingPointError (a training loop's non-finite loss)."""
 
 
 def costs(f: Cost, z: torch.Tensor, batch_shape: tuple[int, ...] | torch.Size = ()) -> torch.Tensor:
     """``f(z)`` for ``n`` samples ``z`` (leading axis), checked to be one cost per sample and example, ``[n, *batch_shape]``.
 
-    A cost of the wrong shape raises ValueError naming the expected shape; one holding NaN raises :class:`CostError`.
+    A cost of the wrong shape raises ValueError naming the expected shape; one holding NaN raises :class:`NonFiniteCostError`.
     """
     values = f(z)
     want = (z.shape[0], *batch_shape)
@@ -94,7 +97,7 @@ def costs(f: Cost, z: torch.Tensor, batch_shape: tuple[int, ...] | torch.Size = 
         layout = "[n, *batch_shape, *event_shape]" if batch_shape else "[n, ...]"
         raise ValueError(f"f must map samples of shape {layout} = {tuple(z.shape)} to costs of shape {list(want)}, got {got}")
     if torch.isnan(values.detach()).any():
-        raise CostError(f"f returned NaN for {int(torch.isnan(values.detach()).sum())} of {values.numel()} costs; the gradient would be NaN")
+        raise NonFiniteCostError(f"f returned NaN for {int(torch.isnan(values.detach()).sum())} of {values.numel()} costs; the gradient would be NaN")
     return values
 
 
@@ -162,11 +165,12 @@ class Discrete:
         r"""Logits per coordinate: :math:`\log p - \log(1-p)` (Bernoulli) or normalized log-probabilities (categorical)."""
         if self.kind == "poisson":
             raise ValueError("a Poisson distribution has no logits; estimators that need logits apply to bernoulli and categorical")
-        return self.base.logits
+        logits: torch.Tensor = self.base.logits  # type: ignore[attr-defined]  # Bernoulli and OneHotCategorical have them
+        return logits
 
     def with_parameter(self, value: torch.Tensor) -> Discrete:
         """The same distribution (same kind, parameterization and ``Independent`` wrapping) with ``value`` as its parameter."""
-        base = type(self.base)(**{self.parameter_name: value}, validate_args=False)
+        base = cast(Any, type(self.base))(**{self.parameter_name: value}, validate_args=False)
         ndims = len(self.dist.event_shape) - len(self.base.event_shape)
         dist = D.Independent(base, ndims) if ndims else base
         return Discrete(dist, base, self.kind, self.parameter_name)
@@ -214,8 +218,9 @@ class Discrete:
             if self.kind == "bernoulli":
                 # Logistic noise L = log u - log(1 - u) exceeds -l exactly when u > sigmoid(-l): the same
                 # draws as threshold(noise), without the logarithms (all in NOISE_DTYPE).
-                u = self.uniform(n, generator)
-                return (u > torch.sigmoid(-self.logits.detach().to(NOISE_DTYPE))).to(self.dtype)
+                # torch.rand's [0, 1) needs no clamping here: only the comparison is taken.
+                u = torch.rand(self.sample_shape(n), generator=generator, dtype=NOISE_DTYPE, device=generator.device if generator is not None else None)
+                return (u.to(self.parameter.device) > torch.sigmoid(-self.logits.detach().to(NOISE_DTYPE))).to(self.dtype)
             return self.threshold(self.noise(n, generator))
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

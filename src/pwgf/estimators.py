@@ -78,7 +78,7 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import distributions as D
@@ -100,8 +100,8 @@ __all__ = [
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
 
-class SurrogateBuilder(Protocol):
-    def __call__(self, q: Discrete, f: Cost, n_samples: int, *, generator: torch.Generator | None = ..., **options: Any) -> torch.Tensor: ...
+#: ``builder(q, f, n_samples, *, generator=None, **options)``: a :class:`~pwgf.discrete.Discrete` view in, the surrogate out.
+SurrogateBuilder = Callable[..., torch.Tensor]
 
 
 #: REBAR's initial control-variate scale and temperature (Tucker et al. 2017 start from eta = 1, lambda = 0.5).
@@ -302,9 +302,8 @@ def _relax(
     tensors that require grad. In a single call they are fixed: with ``control=None`` RELAX is REBAR at
     the given :math:`(\eta,\lambda)`. The surrogate gives :math:`\eta`, :math:`\lambda` and the
     parameters of :math:`r` exactly zero gradient; RELAX trains them on the variance of the whole
-    batch, by differentiating the estimate itself (:func:`tune`, or
-    ``g, = torch.autograd.grad(surrogate(...).sum(), logits, create_graph=True)`` then
-    ``(g**2).sum().backward()``). Cost: :math:`3n` evaluations of ``f`` (plus :math:`2n` of ``control``)
+    batch, by differentiating the estimate itself, with respect to them alone: in a training loop with
+    :class:`pwgf.control_variates.RelaxControl`, at a fixed distribution with :func:`tune`. Cost: :math:`3n` evaluations of ``f`` (plus :math:`2n` of ``control``)
     and :math:`2n` gradients.
     """
     check_positive(temperature if isinstance(temperature, torch.Tensor) else float(temperature), "temperature")
@@ -625,13 +624,13 @@ def _checked(name: str, q: Discrete, n_samples: Any, generator: Any, opts: dict[
 
 
 def _run(name: str, q: Discrete, f: Cost, n_samples: Any, generator: Any, opts: dict[str, Any]) -> torch.Tensor:
-    """Validate, then build estimator ``name``'s surrogate on the view ``q``; a :class:`~pwgf.discrete.CostError` becomes a ValueError naming the estimator."""
+    """Validate, then build estimator ``name``'s surrogate on the view ``q``; a :class:`~pwgf.discrete.CostError` is raised again naming the estimator."""
     spec, n_samples = _checked(name, q, n_samples, generator, opts)
     try:
         with torch.enable_grad():
             return spec.builder(q, f, n_samples, generator=generator, **opts)
     except CostError as err:
-        raise ValueError(f"estimator {name!r}: {err}") from None
+        raise type(err)(f"estimator {name!r}: {err}") from None
 
 
 def surrogate(name: str, dist: Any, *args: Any, generator: torch.Generator | None = None, **opts: Any) -> torch.Tensor:
@@ -647,7 +646,8 @@ def surrogate(name: str, dist: Any, *args: Any, generator: torch.Generator | Non
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
     q, (f, n_samples) = resolve(dist, args, ("f", "n_samples"), opts)
-    _checked(name, q, n_samples, generator, opts)
+    if opts.keys() - _OPTIONS[name].keys():  # a ValueError listing the valid options, not the entry point's TypeError
+        _checked(name, q, n_samples, generator, opts)
     return ENTRY_POINTS[name](q, f, n_samples, generator=generator, **opts)
 
 
@@ -766,7 +766,8 @@ def tune(
     whole batch. ``parameters`` are tensors that ``opts`` uses (``eta``, the weights of ``control``);
     each step draws fresh samples at the fixed parameter of the distribution, differentiates the
     single-call estimate with ``create_graph=True`` and sets only the gradients of ``parameters``
-    (those of ``f`` are left untouched). Returns :math:`\lVert\hat g\rVert^2` per step.
+    (those of ``f`` are left untouched). Returns :math:`\lVert\hat g\rVert^2` per step. To train the
+    control variate while the model trains, use :class:`pwgf.control_variates.RelaxControl`.
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
     q, leaf, (f, n_samples, parameters) = resolve_leaf(dist, args, ("f", "n_samples", "parameters"), opts)
@@ -782,7 +783,7 @@ def tune(
             (g,) = torch.autograd.grad(_run(name, q, f, n_samples, generator, opts).sum(), leaf, create_graph=True)
             objective = g.pow(2).sum()
             grads = torch.autograd.grad(objective, parameters, allow_unused=True, materialize_grads=True)
-        for p, grad in zip(parameters, grads):
+        for p, grad in zip(parameters, grads, strict=True):
             p.grad = grad
         optimizer.step()
         history.append(float(objective.detach()))

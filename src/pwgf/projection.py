@@ -227,7 +227,7 @@ def _gauss_newton_step(
 
 
 def pwgf_mmd_expectation(
-    dist: Any, *args: Any, bandwidth: float | torch.Tensor, eps: float = DEFAULT_EPS_MMD, tail: float = POISSON_TAIL
+    dist: Any, *args: Any, bandwidth: mmd.Bandwidth, eps: float = DEFAULT_EPS_MMD, tail: float = POISSON_TAIL
 ) -> torch.Tensor:
     r"""The mean of the :func:`pwgf_mmd` estimate for a fixed bandwidth, by enumeration of every state (float64).
 

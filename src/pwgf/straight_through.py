@@ -239,7 +239,7 @@ def reinmax_point(q: Discrete, n: int, generator: torch.Generator | None = None,
 
 
 def zgr(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""ZGR :cite:`shekhovtsov2023cold`: the zero-temperature limit of Gumbel-Rao, the average of ST and DARN :cite:`gregor2014deep`.
+    r"""ZGR :cite:`shekhovtsov2023cold`: the zero-temperature limit of Gumbel-Rao, the average of ST and DARN (Gregor et al. 2014).
 
     With :math:`p = \operatorname{softmax}(\ell)`, the sample :math:`D` and :math:`g = \nabla f(D)`,
 

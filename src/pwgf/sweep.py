@@ -57,7 +57,7 @@ checkpoint once its result file is written: a checkpoint exists only for an unfi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -157,7 +157,7 @@ def run_sweep(
     return [read_json(path) for path in paths]
 
 
-def _call(run: RunFunction, config: dict[str, Any], checkpoint: Path | None) -> Mapping[str, Any]:
+def _call(run: RunFunction, config: Mapping[str, Any], checkpoint: Path | None) -> Mapping[str, Any]:
     """``run(config)`` (with its checkpoint path, if any) on one torch thread; the thread count is restored."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -168,8 +168,8 @@ def _call(run: RunFunction, config: dict[str, Any], checkpoint: Path | None) -> 
 
 
 def _results(
-    tasks: list[tuple[int, dict[str, Any], Path | None]], run: RunFunction, scheduler: str, workers: int
-) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    tasks: list[tuple[int, Mapping[str, Any], Path | None]], run: RunFunction, scheduler: str, workers: int
+) -> Generator[tuple[int, Mapping[str, Any]], None, None]:
     """``(index, result)`` of every task, in the order the runs finish."""
     if not tasks:
         return
