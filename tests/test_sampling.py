@@ -134,10 +134,16 @@ BACKEND = "aot_eager"
 
 def test_compiles_with_the_same_gradients():
     # The model's own layers compile; pwgf.sample's seeded draw runs between graphs.
+    # torch.compile (torch 2.13) turns torch.distributions' argument validation off process-wide when it is
+    # first set up; the other tests expect torch's default, restored below.
+    validate = D.Distribution._validate_args
     x = torch.randn(8, 5, generator=gen(0))
     eager, compiled = _Model(), _Model()
     compiled_forward = torch.compile(compiled, backend=BACKEND, dynamic=False)
     eager(x, gen(11)).backward()
-    compiled_forward(x, gen(11)).backward()
+    try:
+        compiled_forward(x, gen(11)).backward()
+    finally:
+        D.Distribution.set_default_validate_args(validate)
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-10, atol=1e-12, msg=name)
