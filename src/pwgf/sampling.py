@@ -48,7 +48,9 @@ def sample(dist: D.Distribution, method: str, *, generator: torch.Generator | No
     ``Poisson``), optionally in ``Independent``, any batch shape, ``logits`` or ``probs``. ``options``
     are the estimator's (:func:`pwgf.estimators.options`), e.g. ``temperature``. ``generator`` seeds
     the draw. An unknown method, a distribution the method does not apply to or an unknown option raise
-    ValueError naming the valid values, before any sampling.
+    ValueError naming the valid values, before any sampling. Inside a model compiled with
+    ``torch.compile`` the seeded draw runs between the compiled graphs (a graph break), with the same
+    gradients as in eager mode.
     """
     check_choice(method, METHODS, "method")
     q = as_discrete(dist)
