@@ -120,6 +120,10 @@ def test_unordered_set_with_the_whole_support_is_exact_and_bernoulli_is_two_clas
     torch.testing.assert_close(whole, E.estimate("exact", D.Bernoulli(logits=logits), f, 1), rtol=0, atol=1e-14)
     with pytest.raises(ValueError, match=r"n_samples must lie in \[2, 2\]"):
         E.estimate("unordered_set", D.Bernoulli(logits=logits), f, 3)
+    zero = D.OneHotCategorical(logits=torch.tensor([0.0, -torch.inf, 1.0]))
+    E.estimate("unordered_set", zero, lambda z: z @ torch.tensor([1.0, 2.0, 3.0]), 2)
+    with pytest.raises(ValueError, match="states of positive probability"):
+        E.estimate("unordered_set", zero, lambda z: z @ torch.tensor([1.0, 2.0, 3.0]), 3)
 
 
 # ---- VIMCO ----------------------------------------------------------------------------------------

@@ -112,6 +112,8 @@ def unordered_set(q: Discrete, f: Cost, n_samples: int, *, generator: torch.Gene
     gumbel = -torch.log(-torch.log(uniform))
     index = torch.topk(log_p.detach().to(NOISE_DTYPE) + gumbel, n_samples, dim=-1).indices  # [*batch_shape, k]
     log_p_set = log_p.gather(-1, index)
+    if torch.isinf(log_p_set.detach()).any():
+        raise ValueError(f"n_samples={n_samples} exceeds the number of states of positive probability of an example (estimator 'unordered_set')")
     outside = torch.ones_like(log_p, dtype=torch.bool).scatter(-1, index, False)
     log_p_out = torch.logsumexp(log_p.detach().to(torch.float64).masked_fill(~outside, -torch.inf), dim=-1)
     z = states[index.movedim(-1, 0)]  # [k, *batch_shape, *event_shape]
