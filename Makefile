@@ -31,13 +31,14 @@ TEST_RESULTS_DIR := $(CURDIR)/$(TEST_DIR)/results
 TEST_SITE := $(TEST_DIR)/site
 TEST_SITE_MARKER := _build/html/.test-scale
 
-.PHONY: help setup book experiments chapters-ipynb cache-guard test test-unit test-notebooks test-build test-site bench notebooks-branch clean
+.PHONY: help setup book experiments chapters-ipynb cache-guard test test-unit lint test-notebooks test-build test-site bench notebooks-branch clean
 
 help:
 	@echo "make setup        create $(VENV) and install the pinned environment (requirements.txt) and pwgf"
 	@echo "make book         run the experiments at book scale, then build the site into _build/html"
 	@echo "make test         unit tests for src/pwgf, nbval over every chapter and experiment notebook, then the"
 	@echo "                  whole site built from those executions into _build/html (test scale)"
+	@echo "make lint         ruff and mypy over the library (part of make test)"
 	@echo "make test-site    open every page of _build/html in headless Chromium and check it"
 	@echo "make experiments  run only the experiment notebooks at book scale (results/, experiments/)"
 	@echo "make clean        remove _build (results/ and experiments/ are kept: sweeps resume)"
@@ -90,8 +91,13 @@ notebooks-branch: experiments chapters-ipynb
 # --- tests ---
 test: test-unit test-notebooks test-build
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(JOBS) tests
+
+# The library and its tests stay clean under ruff (lint) and mypy (strict; configured in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src/pwgf
 
 # Chapters are converted into a scratch folder; experiment notebooks get their small test
 # parameters injected by papermill (--prepare-only). nbval then executes each once, experiments

@@ -139,7 +139,8 @@ UNBIASED_CASES = [(name, family) for name in sorted(E.UNBIASED - {"exact"}) for 
 
 @pytest.mark.parametrize(("name", "family"), UNBIASED_CASES)
 def test_unbiased_within_four_standard_errors(name, family):
-    z, detectable = z_scores(name, family, replicates=REPLICATES, n=8, seed=2024)
+    # Eight distinct states would be the whole support of the Bernoulli problem: an exact, zero-variance estimate.
+    z, detectable = z_scores(name, family, replicates=REPLICATES, n=4 if name == "unordered_set" else 8, seed=2024)
     assert detectable < 0.10, detectable  # the check has the power it claims
     assert np.all(np.abs(z) < 4), z
 
@@ -261,7 +262,7 @@ def test_float32_theta_gives_float32_estimates():
     [
         (("nope", "bernoulli"), {}, "unknown estimator 'nope'; valid: arm, disarm"),
         (("reinforce", "gaussian"), {}, "unknown family 'gaussian'; valid: bernoulli, categorical, poisson"),
-        (("arm", "poisson"), {}, "does not apply to a poisson distribution.*estimators for poisson: exact, muprop, pwgf_mmd"),
+        (("arm", "poisson"), {}, "does not apply to a poisson distribution.*estimators for poisson: eat_cubic, eat_sigmoid, exact, muprop, pwgf_mmd"),
         (("reinforce", "bernoulli"), {"temperature": 0.5}, "unknown option.*temperature.*valid: none"),
         (("rebar", "bernoulli"), {"tau": 0.5}, "unknown option.*tau.*valid: eta, temperature"),
         (("rebar", "bernoulli"), {"temperature": 0.0}, "temperature must be > 0"),

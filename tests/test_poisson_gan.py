@@ -31,7 +31,7 @@ def config(estimator: str = "st", **changes):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"estimator": "gumbel"}, "unknown estimator 'gumbel'; valid: exact, muprop, pwgf_mmd, pwgf_mmd_argmin, reinforce, st"),
+        ({"estimator": "gumbel"}, "unknown estimator 'gumbel'; valid: eat_cubic, eat_sigmoid, exact, muprop, pwgf_mmd, pwgf_mmd_argmin, reinforce, st"),
         ({"lambda0": 0.0}, "lambda0 must be > 0"),
         ({"lambda0": -5.0}, "lambda0 must be > 0"),
         ({"batch": 0}, "batch must be an integer >= 1"),

@@ -17,7 +17,6 @@ from torch import distributions as D
 
 from pwgf import estimators as E
 from pwgf import exact, projection, st_moments, toys
-from pwgf.discrete import as_discrete
 
 DT = torch.float64
 LOGITS = torch.tensor([-1.3, 0.2, 2.1], dtype=DT)

@@ -100,7 +100,7 @@ def run(durations: Sequence[float] = DURATIONS, runs: Sequence[int] = RUNS, work
     workers = check_positive_int(workers, "workers")
     if len(runs) != len(durations):
         raise ValueError(f"runs must give one count per duration, got {len(runs)} counts for {len(durations)} durations")
-    for seconds, n in zip(durations, runs):
+    for seconds, n in zip(durations, runs, strict=True):
         check_positive(seconds, "durations entry")
         if check_positive_int(n, "runs entry") % workers:
             raise ValueError(f"runs entries must be multiples of workers ({workers}), got {n}")
@@ -108,7 +108,7 @@ def run(durations: Sequence[float] = DURATIONS, runs: Sequence[int] = RUNS, work
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder, local_cluster(workers) as cluster:
         run_sweep(_empty_runs(workers), busy, Path(folder) / "warm-up", scheduler=cluster.scheduler_address, desc="cluster warm-up")
-        for seconds, n in zip(durations, runs):
+        for seconds, n in zip(durations, runs, strict=True):
             rows += measure(seconds, n, workers, cluster.scheduler_address, Path(folder))
     meta = {
         "run": "busy: float64 32x32 matrix products until a wall-clock deadline (one core held)",

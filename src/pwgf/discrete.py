@@ -4,13 +4,13 @@ The estimators of :mod:`pwgf.estimators` take a distribution of one of three kin
 shape, parameterized as the caller chose, optionally wrapped in
 :class:`~torch.distributions.Independent`:
 
-===============  =======================================  ======================  ==========================
-kind             distribution                             parameter               mean :math:`m(\theta)`
-===============  =======================================  ======================  ==========================
-``bernoulli``    :class:`~torch.distributions.Bernoulli`          ``logits`` or ``probs``  :math:`p = \sigma(\text{logits})`
-``categorical``  :class:`~torch.distributions.OneHotCategorical`  ``logits`` or ``probs``  :math:`p = \operatorname{softmax}(\text{logits})`
-``poisson``      :class:`~torch.distributions.Poisson`            ``rate``                 :math:`\lambda`
-===============  =======================================  ======================  ==========================
+===============  =================================================  ========================  ==================================================
+kind             distribution                                       parameter                 mean :math:`m(\theta)`
+===============  =================================================  ========================  ==================================================
+``bernoulli``    :class:`~torch.distributions.Bernoulli`            ``logits`` or ``probs``   :math:`p = \sigma(\text{logits})`
+``categorical``  :class:`~torch.distributions.OneHotCategorical`    ``logits`` or ``probs``   :math:`p = \operatorname{softmax}(\text{logits})`
+``poisson``      :class:`~torch.distributions.Poisson`              ``rate``                  :math:`\lambda`
+===============  =================================================  ========================  ==================================================
 
 Shapes follow ``torch.distributions``: a draw of ``n`` samples has shape
 ``[n, *batch_shape, *event_shape]`` and a cost ``f`` maps it to ``[n, *batch_shape]``, one cost per
@@ -32,20 +32,23 @@ float32 model with saturated logits still draws exact samples, then cast to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import distributions as D
+from typing import Any, cast
 
 import numpy as np
+import torch
 from scipy import stats
+from torch import distributions as D
 
 from pwgf import relax
 from pwgf._validate import check_finite, check_positive, check_positive_int
 
-__all__ = ["KINDS", "Discrete", "as_discrete", "replicate", "costs", "NOISE_DTYPE", "POISSON_TAIL", "poisson_truncation"]
+__all__ = [
+    "KINDS", "Discrete", "CostError", "NonFiniteCostError", "as_discrete", "replicate", "costs", "unvalidated", "NOISE_DTYPE", "POISSON_TAIL",
+    "poisson_truncation",
+]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
@@ -71,15 +74,48 @@ def poisson_truncation(rate: torch.Tensor | np.ndarray | float, tail: float = PO
     return int(stats.poisson.isf(tail, rates.max()))
 
 
+class CostError(ValueError):
+    """A cost that cannot be used: it returned NaN, or it rejected the relaxed points an estimator evaluates it at.
+
+    The estimators re-raise it, with the same class, naming the estimator.
+    """
+
+
+class NonFiniteCostError(CostError, FloatingPointError):
+    """A cost that returned NaN: a ValueError (bad input) and a FloatingPointError (a training loop's non-finite loss)."""
+
+
 def costs(f: Cost, z: torch.Tensor, batch_shape: tuple[int, ...] | torch.Size = ()) -> torch.Tensor:
-    """``f(z)`` for ``n`` samples ``z`` (leading axis), checked to be one cost per sample and example, ``[n, *batch_shape]``."""
+    """``f(z)`` for ``n`` samples ``z`` (leading axis), checked to be one cost per sample and example, ``[n, *batch_shape]``.
+
+    A cost of the wrong shape raises ValueError naming the expected shape; one holding NaN raises :class:`NonFiniteCostError`.
+    """
     values = f(z)
     want = (z.shape[0], *batch_shape)
     if not isinstance(values, torch.Tensor) or tuple(values.shape) != want:
         got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
         layout = "[n, *batch_shape, *event_shape]" if batch_shape else "[n, ...]"
         raise ValueError(f"f must map samples of shape {layout} = {tuple(z.shape)} to costs of shape {list(want)}, got {got}")
+    if torch.isnan(values.detach()).any():
+        raise NonFiniteCostError(f"f returned NaN for {int(torch.isnan(values.detach()).sum())} of {values.numel()} costs; the gradient would be NaN")
     return values
+
+
+@contextmanager
+def unvalidated() -> Iterator[None]:
+    """Within the block, ``torch.distributions`` objects built without an explicit ``validate_args`` do not check their arguments.
+
+    The relaxed and pathwise estimators evaluate a cost at points off the discrete support (relaxed
+    samples, the mean); a cost that builds a distribution and calls ``log_prob`` on such a point
+    would otherwise be rejected by the argument validation that ``torch.distributions`` turns on by
+    default. The default is restored on exit (it is process-wide state: not for concurrent threads).
+    """
+    previous = D.Distribution._validate_args
+    D.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        D.Distribution.set_default_validate_args(previous)
 
 
 @dataclass(frozen=True)
@@ -129,11 +165,12 @@ class Discrete:
         r"""Logits per coordinate: :math:`\log p - \log(1-p)` (Bernoulli) or normalized log-probabilities (categorical)."""
         if self.kind == "poisson":
             raise ValueError("a Poisson distribution has no logits; estimators that need logits apply to bernoulli and categorical")
-        return self.base.logits
+        logits: torch.Tensor = self.base.logits  # type: ignore[attr-defined]  # Bernoulli and OneHotCategorical have them
+        return logits
 
     def with_parameter(self, value: torch.Tensor) -> Discrete:
         """The same distribution (same kind, parameterization and ``Independent`` wrapping) with ``value`` as its parameter."""
-        base = type(self.base)(**{self.parameter_name: value}, validate_args=False)
+        base = cast(Any, type(self.base))(**{self.parameter_name: value}, validate_args=False)
         ndims = len(self.dist.event_shape) - len(self.base.event_shape)
         dist = D.Independent(base, ndims) if ndims else base
         return Discrete(dist, base, self.kind, self.parameter_name)
@@ -178,6 +215,12 @@ class Discrete:
             if self.kind == "poisson":
                 rate = self.parameter.detach()
                 return torch.poisson(rate.expand(n, *rate.shape).to(NOISE_DTYPE).contiguous(), generator=generator).to(self.dtype)
+            if self.kind == "bernoulli":
+                # Logistic noise L = log u - log(1 - u) exceeds -l exactly when u > sigmoid(-l): the same
+                # draws as threshold(noise), without the logarithms (all in NOISE_DTYPE).
+                # torch.rand's [0, 1) needs no clamping here: only the comparison is taken.
+                u = torch.rand(self.sample_shape(n), generator=generator, dtype=NOISE_DTYPE, device=generator.device if generator is not None else None)
+                return (u.to(self.parameter.device) > torch.sigmoid(-self.logits.detach().to(NOISE_DTYPE))).to(self.dtype)
             return self.threshold(self.noise(n, generator))
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -196,6 +239,23 @@ class Discrete:
     def costs(self, f: Cost, z: torch.Tensor) -> torch.Tensor:
         """``f(z)`` for samples ``z`` of shape ``[n, *batch_shape, *event_shape]``, checked by :func:`costs`."""
         return costs(f, z, self.batch_shape)
+
+    def relaxed_costs(self, f: Cost, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`costs` at points off the discrete support (relaxations, the mean), with :func:`unvalidated` distributions.
+
+        A distribution that ``f`` built beforehand with argument validation on still rejects such
+        points: that raises :class:`CostError` saying what to change, instead of torch's dump of the points.
+        """
+        try:
+            with unvalidated():
+                return costs(f, z, self.batch_shape)
+        except ValueError as err:
+            if isinstance(err, CostError) or "to be within the support" not in str(err):
+                raise
+            raise CostError(
+                "f is evaluated at relaxed points off the discrete support, and a torch.distributions object used in f "
+                "validates its argument: build that distribution inside f, or with validate_args=False"
+            ) from None
 
     def support(self, tail: float = POISSON_TAIL, max_states: int = 2_000_000) -> torch.Tensor:
         """Every state of one example's event, ``[S, *event_shape]`` (Poisson truncated at the largest rate, ``tail`` mass per coordinate).
@@ -249,7 +309,9 @@ def _check_parameter(q: Discrete) -> None:
     """Raise ValueError, naming the parameter and its allowed range, unless it is a valid one."""
     value = q.parameter.detach()
     if q.parameter_name == "logits":
-        if torch.isnan(value).any() or (value == float("inf")).any() or (q.kind == "bernoulli" and torch.isinf(value).any()):
+        # One pass each: NaN and +inf fail ``< inf``; Bernoulli logits must be finite.
+        valid = torch.isfinite(value).all() if q.kind == "bernoulli" else (value < torch.inf).all()
+        if not valid:
             allowed = "finite" if q.kind == "bernoulli" else "in [-inf, inf) (-inf for a category of probability zero)"
             raise ValueError(f"the logits of dist must be {allowed}; got NaN or infinite values")
     elif q.parameter_name == "probs":

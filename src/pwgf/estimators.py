@@ -51,6 +51,10 @@ name                        families                     unbiased   reference
 ``disarm``                  bernoulli                    yes        :cite:`dong2020disarm`
 ``rebar``                   bernoulli, categorical       yes        :cite:`tucker2017rebar`
 ``relax``                   bernoulli, categorical       yes        :cite:`grathwohl2018relax`
+``zgr``                     bernoulli, categorical       no         :cite:`shekhovtsov2023cold`
+``unordered_set``           bernoulli, categorical       yes        :cite:`kool2020estimating`
+``eat_sigmoid``             poisson                      no         :cite:`vafaii2024poisson`
+``eat_cubic``               poisson                      no         :cite:`ibrahim2026hitchhiker`
 ==========================  ===========================  =========  ==========================================
 
 **Layered latents.** A cost may itself sample further stochastic layers: ``f(z1)`` builds the
@@ -74,27 +78,37 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
+from torch import distributions as D
 
-from pwgf import exact, projection, relax, straight_through
+from pwgf import arrival_times, projection, straight_through, without_replacement
+from pwgf import exact as enumeration
 from pwgf._validate import check_choice, check_positive, check_positive_int
-from pwgf.discrete import Discrete
+from pwgf.discrete import POISSON_TAIL, CostError, Discrete, as_discrete
 from pwgf.families import FAMILIES, resolve, resolve_leaf
 
-__all__ = ["ESTIMATORS", "UNBIASED", "MIN_SAMPLES", "surrogate", "estimate", "estimates", "options", "measure", "tune"]
+__all__ = [
+    "ESTIMATORS", "UNBIASED", "MIN_SAMPLES", "REBAR_ETA", "REBAR_TEMPERATURE", "SE_FLOOR", "Cost", "Distribution",
+    "ENTRY_POINTS", "surrogate", "estimate", "estimates", "options", "measure", "tune",
+    "exact", "reinforce", "st", "pwgf_st", "pwgf_mmd", "pwgf_mmd_argmin", "muprop", "gumbel_softmax",
+    "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "arm", "disarm", "rebar", "relax",
+    "zgr", "unordered_set", "eat_sigmoid", "eat_cubic",
+]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
 
-class SurrogateBuilder(Protocol):
-    def __call__(self, q: Discrete, f: Cost, n_samples: int, *, generator: torch.Generator | None = ..., **options: Any) -> torch.Tensor: ...
+#: ``builder(q, f, n_samples, *, generator=None, **options)``: a :class:`~pwgf.discrete.Discrete` view in, the surrogate out.
+SurrogateBuilder = Callable[..., torch.Tensor]
 
 
 #: REBAR's initial control-variate scale and temperature (Tucker et al. 2017 start from eta = 1, lambda = 0.5).
 REBAR_ETA: float = 1.0
 REBAR_TEMPERATURE: float = 0.5
+#: :func:`measure` leaves out of ``z_max`` the coordinates whose standard error is at most this fraction of the largest one.
+SE_FLOOR: float = 1e-6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,7 +136,7 @@ def _pathwise(q: Discrete, c: Cost, s: torch.Tensor) -> tuple[torch.Tensor, torc
     """
     point = s.detach().requires_grad_(True)
     with torch.enable_grad():
-        values = q.costs(c, point)
+        values = q.relaxed_costs(c, point)
         if values.requires_grad:
             (slope,) = torch.autograd.grad(values.sum(), point, create_graph=True, materialize_grads=True)
         else:
@@ -147,7 +161,7 @@ def _exact(q: Discrete, f: Cost, n_samples: int, *, generator: torch.Generator |
     Its gradients are exact in both the parameter and the parameters of ``f``; the cost is one
     evaluation of ``f`` per state of one example's (truncated, for Poisson) support, for all examples at once.
     """
-    return exact.expectation_of(q, f)
+    return enumeration.expectation_of(q, f)
 
 
 def _reinforce(q: Discrete, f: Cost, n_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -247,10 +261,15 @@ def _disarm(q: Discrete, f: Cost, n_samples: int, *, generator: torch.Generator 
 def _control_variate(q: Discrete, f: Cost, eta: float | torch.Tensor, temperature: float | torch.Tensor, control: Cost | None) -> Cost:
     r""":math:`c(x) = \eta\, f(\sigma_\lambda(x)) + r(\sigma_\lambda(x))` of the perturbed logits :math:`x`, with :math:`\sigma_\lambda` the tempered sigmoid / softmax."""
 
+    # A fixed eta of 0 (RELAX with its learned control alone) needs no evaluation of f at relaxed points.
+    uses_f = isinstance(eta, torch.Tensor) or eta != 0
+
     def c(x: torch.Tensor) -> torch.Tensor:
         soft = torch.sigmoid(x / temperature) if q.kind == "bernoulli" else torch.softmax(x / temperature, dim=-1)
-        value = eta * q.costs(f, soft)
-        return value if control is None else value + q.costs(control, soft)
+        if control is None:
+            return eta * q.costs(f, soft) if uses_f else torch.zeros(soft.shape[: soft.ndim - len(q.event_shape)], dtype=soft.dtype)
+        value = q.costs(control, soft)
+        return eta * q.costs(f, soft) + value if uses_f else value
 
     return c
 
@@ -283,9 +302,8 @@ def _relax(
     tensors that require grad. In a single call they are fixed: with ``control=None`` RELAX is REBAR at
     the given :math:`(\eta,\lambda)`. The surrogate gives :math:`\eta`, :math:`\lambda` and the
     parameters of :math:`r` exactly zero gradient; RELAX trains them on the variance of the whole
-    batch, by differentiating the estimate itself (:func:`tune`, or
-    ``g, = torch.autograd.grad(surrogate(...).sum(), logits, create_graph=True)`` then
-    ``(g**2).sum().backward()``). Cost: :math:`3n` evaluations of ``f`` (plus :math:`2n` of ``control``)
+    batch, by differentiating the estimate itself, with respect to them alone: in a training loop with
+    :class:`pwgf.control_variates.RelaxControl`, at a fixed distribution with :func:`tune`. Cost: :math:`3n` evaluations of ``f`` (plus :math:`2n` of ``control``)
     and :math:`2n` gradients.
     """
     check_positive(temperature if isinstance(temperature, torch.Tensor) else float(temperature), "temperature")
@@ -351,6 +369,10 @@ _REGISTRY: dict[str, _Spec] = {
     "disarm": _Spec(_disarm, frozenset({"bernoulli"}), True),
     "rebar": _Spec(_rebar, _RELAXABLE, True),
     "relax": _Spec(_relax, _RELAXABLE, True),
+    "zgr": _Spec(straight_through.zgr, _RELAXABLE, False),
+    "unordered_set": _Spec(without_replacement.unordered_set, _RELAXABLE, True, min_samples=2),
+    "eat_sigmoid": _Spec(arrival_times.eat_sigmoid, frozenset({"poisson"}), False),
+    "eat_cubic": _Spec(arrival_times.eat_cubic, frozenset({"poisson"}), False),
 }
 
 #: Estimator name -> the families (kinds of distribution) it applies to.
@@ -359,6 +381,211 @@ ESTIMATORS: dict[str, frozenset[str]] = {name: spec.kinds for name, spec in _REG
 UNBIASED: frozenset[str] = frozenset(name for name, spec in _REGISTRY.items() if spec.unbiased)
 #: The fewest samples per example each estimator needs (REINFORCE's leave-one-out baseline needs two).
 MIN_SAMPLES: dict[str, int] = {name: spec.min_samples for name, spec in _REGISTRY.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# one typed entry point per estimator (each docstring: the builder's math, then the options)
+# --------------------------------------------------------------------------------------------------
+
+Generator = torch.Generator | None
+Temperature = float | torch.Tensor
+#: A ``torch.distributions`` distribution the estimators accept (:mod:`pwgf.discrete`), or its validated view.
+Distribution = D.Distribution | Discrete
+
+
+def _entry(name: str, dist: Distribution, f: Cost, n_samples: int, generator: Generator, **opts: Any) -> torch.Tensor:
+    return _run(name, dist if isinstance(dist, Discrete) else as_discrete(dist), f, n_samples, generator, opts)
+
+
+def exact(dist: Distribution, f: Cost, n_samples: int = 1, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none. ``n_samples`` and ``generator`` are accepted for a uniform signature and unused;
+    ``dist`` must have a support small enough to enumerate (:meth:`pwgf.discrete.Discrete.support`).
+    """
+    return _entry("exact", dist, f, n_samples, generator)
+
+
+def reinforce(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none; ``n_samples`` must be at least 2 (the leave-one-out baseline). ``generator`` seeds the draws."""
+    return _entry("reinforce", dist, f, n_samples, generator)
+
+
+def st(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none. ``generator`` seeds the draws."""
+    return _entry("st", dist, f, n_samples, generator)
+
+
+def pwgf_st(dist: Distribution, f: Cost, n_samples: int, *, eps: float = 1.0, generator: Generator = None) -> torch.Tensor:
+    """Options: ``eps`` (> 0, default 1) is the Wasserstein-gradient-flow step :math:`\\varepsilon`; the estimate
+    equals ST's for every ``eps`` up to rounding, which shrinks as ``eps`` grows. ``generator`` seeds the draws.
+    """
+    return _entry("pwgf_st", dist, f, n_samples, generator, eps=eps)
+
+
+def pwgf_mmd(
+    dist: Distribution,
+    f: Cost,
+    n_samples: int,
+    *,
+    eps: float = projection.DEFAULT_EPS_MMD,
+    bandwidth: float | torch.Tensor | str = "median",
+    tail: float = POISSON_TAIL,
+    generator: Generator = None,
+) -> torch.Tensor:
+    """Options: ``eps`` (> 0) is the flow step :math:`\\varepsilon` in lattice units per unit of :math:`\\nabla f`;
+    ``bandwidth`` the RBF width :math:`h` (a positive number, a tensor broadcastable to the coordinates, or
+    ``"median"``: the median heuristic per coordinate, floored at the lattice spacing); ``tail`` the
+    probability mass a truncated Poisson lattice may leave out per coordinate. ``generator`` seeds the draws.
+    """
+    return _entry("pwgf_mmd", dist, f, n_samples, generator, eps=eps, bandwidth=bandwidth, tail=tail)
+
+
+def pwgf_mmd_argmin(
+    dist: Distribution,
+    f: Cost,
+    n_samples: int,
+    *,
+    eps: float = projection.DEFAULT_EPS_MMD,
+    bandwidth: float | torch.Tensor | str = "median",
+    tail: float = POISSON_TAIL,
+    generator: Generator = None,
+) -> torch.Tensor:
+    """Options: as :func:`pwgf_mmd` (``eps``, ``bandwidth``, ``tail``); an SGD step of size ``eps`` on a
+    Bernoulli or Poisson mean parameter is exactly the paper's update. ``generator`` seeds the draws.
+    """
+    return _entry("pwgf_mmd_argmin", dist, f, n_samples, generator, eps=eps, bandwidth=bandwidth, tail=tail)
+
+
+def muprop(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none. ``f`` must accept the mean :math:`\\bar z` (probabilities or rates) as one sample.
+    ``generator`` seeds the draws.
+    """
+    return _entry("muprop", dist, f, n_samples, generator)
+
+
+def gumbel_softmax(dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 0.5, generator: Generator = None) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 0.5) of the relaxation: smaller is less biased
+    and noisier. ``f`` is evaluated at relaxed points (a ``torch.distributions`` object built inside ``f``
+    needs no change; one built outside must have ``validate_args=False``). ``generator`` seeds the noise.
+    """
+    return _entry("gumbel_softmax", dist, f, n_samples, generator, temperature=temperature)
+
+
+def st_gumbel_softmax(dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 0.5, generator: Generator = None) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 0.5) of the relaxation whose Jacobian is used.
+    ``generator`` seeds the noise.
+    """
+    return _entry("st_gumbel_softmax", dist, f, n_samples, generator, temperature=temperature)
+
+
+def gumbel_rao(
+    dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 0.5, n_conditional: int = 10, generator: Generator = None
+) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 0.5); ``n_conditional`` :math:`K \\ge 1` (default 10),
+    the draws of the noise given each sample over which the Jacobian is averaged (cost: :math:`K`
+    relaxations, one evaluation of ``f``). ``generator`` seeds the noise.
+    """
+    return _entry("gumbel_rao", dist, f, n_samples, generator, temperature=temperature, n_conditional=n_conditional)
+
+
+def gapped_st(
+    dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 1.0, gap: float = 1.0, generator: Generator = None
+) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 1); ``gap`` :math:`\\kappa > 0` (default 1), the
+    margin by which the deterministic perturbation makes the sampled category the largest. ``generator``
+    seeds the draws.
+    """
+    return _entry("gapped_st", dist, f, n_samples, generator, temperature=temperature, gap=gap)
+
+
+def reinmax(dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 1.0, generator: Generator = None) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 1, where it is exact for quadratic ``f``) of the
+    softmax in :math:`\\pi`. ``generator`` seeds the draws.
+    """
+    return _entry("reinmax", dist, f, n_samples, generator, temperature=temperature)
+
+
+def arm(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none (Bernoulli only). ``generator`` seeds the uniforms of the antithetic pairs."""
+    return _entry("arm", dist, f, n_samples, generator)
+
+
+def disarm(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none (Bernoulli only). ``generator`` seeds the uniforms of the antithetic pairs."""
+    return _entry("disarm", dist, f, n_samples, generator)
+
+
+def rebar(
+    dist: Distribution, f: Cost, n_samples: int, *, eta: float | torch.Tensor = REBAR_ETA, temperature: Temperature = REBAR_TEMPERATURE,
+    generator: Generator = None,
+) -> torch.Tensor:
+    """Options: ``eta`` :math:`\\eta` (default 1), the scale of the relaxed control variate, and ``temperature``
+    :math:`\\lambda > 0` (default 0.5); both may be tensors that require grad, trained on the variance by
+    :class:`pwgf.control_variates.RelaxControl`. ``f`` is evaluated at relaxed points (see
+    :func:`gumbel_softmax`). ``generator`` seeds the noise.
+    """
+    return _entry("rebar", dist, f, n_samples, generator, eta=eta, temperature=temperature)
+
+
+def relax(
+    dist: Distribution,
+    f: Cost,
+    n_samples: int,
+    *,
+    eta: float | torch.Tensor = REBAR_ETA,
+    temperature: Temperature = REBAR_TEMPERATURE,
+    control: Cost | None = None,
+    generator: Generator = None,
+) -> torch.Tensor:
+    """Options: ``eta`` :math:`\\eta` (default 1), ``temperature`` :math:`\\lambda > 0` (default 0.5) and
+    ``control`` :math:`r` (default None: REBAR), a differentiable map from relaxed samples
+    ``[n, *batch_shape, *event_shape]`` to ``[n, *batch_shape]``. Train them in a training loop with
+    :class:`pwgf.control_variates.RelaxControl`. ``f`` is evaluated at relaxed points unless ``eta`` is
+    a fixed 0 (see :func:`gumbel_softmax`). ``generator`` seeds the noise.
+    """
+    return _entry("relax", dist, f, n_samples, generator, eta=eta, temperature=temperature, control=control)
+
+
+def zgr(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none (no temperature). ``generator`` seeds the draws."""
+    return _entry("zgr", dist, f, n_samples, generator)
+
+
+def unordered_set(dist: Distribution, f: Cost, n_samples: int, *, generator: Generator = None) -> torch.Tensor:
+    """Options: none. ``n_samples`` :math:`k \\ge 2` distinct states per example, at most the number of states of one
+    example's event (:meth:`pwgf.discrete.Discrete.support`, which must be small enough to enumerate) and at most
+    :data:`pwgf.without_replacement.MAX_SET_SIZE`. ``generator`` seeds the Gumbel noise.
+    """
+    return _entry("unordered_set", dist, f, n_samples, generator)
+
+
+def eat_sigmoid(dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 0.5, tail: float = POISSON_TAIL, generator: Generator = None) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 0.5) of the sigmoid; ``tail``, the probability per
+    coordinate that an arrival the simulation leaves out would still count. ``f`` is evaluated at relaxed
+    (real-valued) counts. ``generator`` seeds the arrival times.
+    """
+    return _entry("eat_sigmoid", dist, f, n_samples, generator, temperature=temperature, tail=tail)
+
+
+def eat_cubic(dist: Distribution, f: Cost, n_samples: int, *, temperature: Temperature = 0.5, tail: float = POISSON_TAIL, generator: Generator = None) -> torch.Tensor:
+    """Options: ``temperature`` :math:`\\tau > 0` (default 0.5; the mean of the relaxed count is exactly the rate
+    for :math:`\\tau \\le 1`); ``tail`` as :func:`eat_sigmoid`. ``f`` is evaluated at relaxed counts.
+    ``generator`` seeds the arrival times.
+    """
+    return _entry("eat_cubic", dist, f, n_samples, generator, temperature=temperature, tail=tail)
+
+
+#: Estimator name -> its typed entry point.
+ENTRY_POINTS: dict[str, Callable[..., torch.Tensor]] = {
+    "exact": exact, "reinforce": reinforce, "st": st, "pwgf_st": pwgf_st, "pwgf_mmd": pwgf_mmd,
+    "pwgf_mmd_argmin": pwgf_mmd_argmin, "muprop": muprop, "gumbel_softmax": gumbel_softmax,
+    "st_gumbel_softmax": st_gumbel_softmax, "gumbel_rao": gumbel_rao, "gapped_st": gapped_st, "reinmax": reinmax,
+    "arm": arm, "disarm": disarm, "rebar": rebar, "relax": relax,
+    "zgr": zgr, "unordered_set": unordered_set, "eat_sigmoid": eat_sigmoid, "eat_cubic": eat_cubic,
+}
+
+for _name, _function in ENTRY_POINTS.items():
+    # The builder's docstring carries the math and the citations; the entry point's, its options.
+    _function.__doc__ = f"{(_REGISTRY[_name].builder.__doc__ or '').strip()}\n\n    {(_function.__doc__ or '').strip()}\n"
 
 
 def _keyword_options(builder: SurrogateBuilder) -> dict[str, Any]:
@@ -396,21 +623,32 @@ def _checked(name: str, q: Discrete, n_samples: Any, generator: Any, opts: dict[
     return spec, n_samples
 
 
+def _run(name: str, q: Discrete, f: Cost, n_samples: Any, generator: Any, opts: dict[str, Any]) -> torch.Tensor:
+    """Validate, then build estimator ``name``'s surrogate on the view ``q``; a :class:`~pwgf.discrete.CostError` is raised again naming the estimator."""
+    spec, n_samples = _checked(name, q, n_samples, generator, opts)
+    try:
+        with torch.enable_grad():
+            return spec.builder(q, f, n_samples, generator=generator, **opts)
+    except CostError as err:
+        raise type(err)(f"estimator {name!r}: {err}") from None
+
+
 def surrogate(name: str, dist: Any, *args: Any, generator: torch.Generator | None = None, **opts: Any) -> torch.Tensor:
     """Surrogate loss of estimator ``name``, shape ``batch_shape``: ``surrogate(name, dist, f, n_samples)`` or ``surrogate(name, family, theta, f, n_samples)``.
 
-    Per example, its gradient in the distribution's parameter is the estimate of
-    :math:`\\nabla_\\theta\\E_{p_\\theta} f`, its gradient in the parameters of ``f`` is the sample mean of
-    theirs and its value is a Monte Carlo estimate of :math:`\\E_{p_\\theta} f` (module docstring).
-    Unknown names, unsupported distributions, options an estimator does not take and too few samples
-    raise ValueError listing the valid values, before any sampling; a cost of the wrong shape raises
-    ValueError naming the expected shape at its first evaluation.
+    Dispatches to the estimator's own entry point (:func:`reinmax`, :func:`relax`, ...), whose
+    docstring gives its options. Per example, its gradient in the distribution's parameter is the
+    estimate of :math:`\\nabla_\\theta\\E_{p_\\theta} f`, its gradient in the parameters of ``f`` is the
+    sample mean of theirs and its value is a Monte Carlo estimate of :math:`\\E_{p_\\theta} f` (module
+    docstring). Unknown names, unsupported distributions, options an estimator does not take and too
+    few samples raise ValueError listing the valid values, before any sampling; a cost of the wrong
+    shape, or one that returns NaN, raises ValueError naming the estimator at its first evaluation.
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
     q, (f, n_samples) = resolve(dist, args, ("f", "n_samples"), opts)
-    spec, n_samples = _checked(name, q, n_samples, generator, opts)
-    with torch.enable_grad():
-        return spec.builder(q, f, n_samples, generator=generator, **opts)
+    if opts.keys() - _OPTIONS[name].keys():  # a ValueError listing the valid options, not the entry point's TypeError
+        _checked(name, q, n_samples, generator, opts)
+    return ENTRY_POINTS[name](q, f, n_samples, generator=generator, **opts)
 
 
 def estimate(name: str, dist: Any, *args: Any, generator: torch.Generator | None = None, **opts: Any) -> torch.Tensor:
@@ -422,9 +660,8 @@ def estimate(name: str, dist: Any, *args: Any, generator: torch.Generator | None
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
     q, leaf, (f, n_samples) = resolve_leaf(dist, args, ("f", "n_samples"), opts)
-    spec, n_samples = _checked(name, q, n_samples, generator, opts)
     with torch.enable_grad():
-        loss = spec.builder(q, f, n_samples, generator=generator, **opts).sum()
+        loss = _run(name, q, f, n_samples, generator, opts).sum()
         (grad,) = torch.autograd.grad(loss, leaf, allow_unused=True, materialize_grads=True)
     return grad.detach()
 
@@ -453,7 +690,13 @@ def measure(
     (unbiased sample variances, summed over coordinates), ``mse`` :math:`=\frac1R\sum_r\lVert\hat g_r - g\rVert^2`,
     ``z_max`` :math:`=\max_k |\bar g_k - g_k| / (\hat\sigma_k/\sqrt R)` (the statistic of the
     4-standard-error test; errors within float64 rounding, :math:`10^{-12}(1+|g_k|)`, count as 0, so a
-    deterministic estimator scores 0 when exact and ``inf`` when not),
+    deterministic estimator scores 0 when exact and ``inf`` when not). The maximum is taken over the
+    coordinates the replicates informed, those with :math:`\hat\sigma_k > ` :data:`SE_FLOOR`
+    :math:`\cdot\max_j\hat\sigma_j`: a coordinate whose estimates did not vary beyond rounding (a category
+    no replicate sampled, whose REINFORCE estimates are exactly the zero-sum of the leave-one-out weights)
+    carries no information for a test built on the central limit theorem, and would otherwise divide an
+    error of order one by a standard error of order :math:`10^{-20}`. ``uninformed`` counts the
+    coordinates so left out (all are kept when none varied, as for a deterministic estimator).
     ``points``: points at which ``f`` is evaluated per estimate (rows of its input batches, all calls
     counted), ``seconds``: wall-clock time per estimate.
 
@@ -490,11 +733,17 @@ def measure(
     # A deterministic estimator (exact) has se = 0: its error counts as zero up to float64 rounding.
     rounding = 1e-12 * (1 + reference.abs())
     z = torch.where(error.abs() <= rounding, torch.zeros_like(error), error.abs() / se)
+    # Coordinates no replicate informed (a class never sampled: observed spread of rounding size) are left
+    # out, unless no coordinate varied at all.
+    informed = se > SE_FLOOR * se.max()
+    if informed.any():
+        z = z[informed]
     return {
         "bias2": float(error.pow(2).sum()),
         "variance": float(draws.var(0).sum()),
         "mse": float((draws - reference).pow(2).flatten(1).sum(1).mean()),
         "z_max": float(z.max()),
+        "uninformed": int((~informed).sum()) if informed.any() else 0,
         "points": points if batched else points / replicates,
         "seconds": seconds,
     }
@@ -517,7 +766,8 @@ def tune(
     whole batch. ``parameters`` are tensors that ``opts`` uses (``eta``, the weights of ``control``);
     each step draws fresh samples at the fixed parameter of the distribution, differentiates the
     single-call estimate with ``create_graph=True`` and sets only the gradients of ``parameters``
-    (those of ``f`` are left untouched). Returns :math:`\lVert\hat g\rVert^2` per step.
+    (those of ``f`` are left untouched). Returns :math:`\lVert\hat g\rVert^2` per step. To train the
+    control variate while the model trains, use :class:`pwgf.control_variates.RelaxControl`.
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
     q, leaf, (f, n_samples, parameters) = resolve_leaf(dist, args, ("f", "n_samples", "parameters"), opts)
@@ -525,15 +775,15 @@ def tune(
     check_positive(float(lr), "lr")
     if not parameters or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in parameters):
         raise ValueError("parameters must be a non-empty list of tensors that require grad")
-    spec, n_samples = _checked(name, q, n_samples, generator, opts)
+    _checked(name, q, n_samples, generator, opts)
     optimizer = torch.optim.Adam(parameters, lr=lr)
     history = []
     for _ in range(steps):
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(spec.builder(q, f, n_samples, generator=generator, **opts).sum(), leaf, create_graph=True)
+            (g,) = torch.autograd.grad(_run(name, q, f, n_samples, generator, opts).sum(), leaf, create_graph=True)
             objective = g.pow(2).sum()
             grads = torch.autograd.grad(objective, parameters, allow_unused=True, materialize_grads=True)
-        for p, grad in zip(parameters, grads):
+        for p, grad in zip(parameters, grads, strict=True):
             p.grad = grad
         optimizer.step()
         history.append(float(objective.detach()))

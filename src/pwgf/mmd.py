@@ -92,7 +92,7 @@ def _gaussian_(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     if t.requires_grad or scale.requires_grad:
         return torch.exp(t.square() * scale)
     t.square_()
-    fits = scale.dim() <= t.dim() and all(b in (1, a) for a, b in zip(reversed(t.shape), reversed(scale.shape)))
+    fits = scale.dim() <= t.dim() and all(b in (1, a) for a, b in zip(reversed(t.shape), reversed(scale.shape), strict=False))
     return _exp_(t.mul_(scale) if fits else t * scale)
 
 

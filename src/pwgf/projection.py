@@ -57,6 +57,7 @@ __all__ = [
     "wgf_step",
     "mean_matching",
     "st",
+    "st_point",
     "st_expectation",
     "pwgf_st",
     "pwgf_mmd",
@@ -114,9 +115,14 @@ def st(q: Discrete, f: Cost, n_samples: int, *, generator: torch.Generator | Non
     :math:`\partial z/\partial p = I` of :cite:`bengio2013estimating`, carried to logits by the chain rule
     (:math:`p(1-p)` for a Bernoulli logit, :math:`J(p) = \operatorname{diag}(p) - pp^\top` for categorical logits).
     """
+    return q.costs(f, st_point(q, n_samples, generator)).mean(0)
+
+
+def st_point(q: Discrete, n_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""The straight-through point of :func:`st`: samples :math:`z + m(\theta) - \operatorname{sg} m(\theta)`, the value of :math:`z`, the Jacobian of the mean."""
     z = q.sample(n_samples, generator)
     m = q.mean
-    return q.costs(f, z + (m - m.detach())).mean(0)
+    return z + (m - m.detach())
 
 
 def st_expectation(dist: Any, *args: Any, tail: float = POISSON_TAIL) -> torch.Tensor:
@@ -267,7 +273,7 @@ def _gauss_newton_step(
 
 
 def pwgf_mmd_expectation(
-    dist: Any, *args: Any, bandwidth: float | torch.Tensor, eps: float = DEFAULT_EPS_MMD, tail: float = POISSON_TAIL
+    dist: Any, *args: Any, bandwidth: mmd.Bandwidth, eps: float = DEFAULT_EPS_MMD, tail: float = POISSON_TAIL
 ) -> torch.Tensor:
     r"""The mean of the :func:`pwgf_mmd` estimate for a fixed bandwidth, by enumeration of every state (float64).
 

@@ -50,7 +50,7 @@ def sample_uniform(
     the same numbers there as on the CPU.
     """
     source = generator.device if generator is not None else device
-    u = torch.rand(shape, generator=generator, dtype=dtype, device=source).clamp(torch.finfo(dtype).tiny, 1 - torch.finfo(dtype).eps)
+    u = torch.rand(shape, generator=generator, dtype=dtype, device=source).clamp_(torch.finfo(dtype).tiny, 1 - torch.finfo(dtype).eps)
     return u if device is None else u.to(device)
 
 
@@ -125,10 +125,13 @@ def binary_concrete(logits: torch.Tensor, logistic_noise: torch.Tensor, temperat
 
 
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    r"""``hard + soft - soft.detach()``: the value of ``hard``, the gradient of ``soft``."""
+    r"""``hard + (soft - soft.detach())``: exactly the value of ``hard`` (the bracket is exactly 0), the gradient of ``soft``.
+
+    (``hard + soft - soft.detach()`` would round: in float32 a one could become :math:`1 - 2^{-24}`.)
+    """
     if hard.shape != soft.shape:
         raise ValueError(f"hard and soft must have the same shape, got {tuple(hard.shape)} and {tuple(soft.shape)}")
-    return hard.detach() + soft - soft.detach()
+    return hard.detach() + (soft - soft.detach())
 
 
 def conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -155,6 +158,12 @@ def conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, uniform: torch.
     hard = hard.detach().to(logits.dtype)
     if ((hard != 0) & (hard != 1)).any() or (hard.sum(-1) != 1).any():
         raise ValueError("hard must be one-hot over its last axis")
+    return _conditional_gumbel(logits, hard, uniform)
+
+
+def _conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """:func:`conditional_gumbel` without the checks of its arguments (for draws the library made itself)."""
+    hard = hard.detach().to(logits.dtype)
     log_v = torch.log(uniform)
     top = torch.logsumexp(logits, dim=-1, keepdim=True) - torch.log(-(hard * log_v).sum(-1, keepdim=True))
     impossible = torch.isinf(logits)
@@ -176,10 +185,18 @@ def conditional_logistic(logits: torch.Tensor, b: torch.Tensor, uniform: torch.T
     b = b.detach().to(logits.dtype)
     if ((b != 0) & (b != 1)).any():
         raise ValueError("b must hold only 0 and 1")
-    # log U and log(1-U) in terms of log p = logsigmoid(a) and log(1-p) = logsigmoid(-a), stable for |a| large.
-    log_p, log_q = torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits)
-    log_v, log_1mv = torch.log(uniform), torch.log1p(-uniform)
-    # b = 1: U = q + v p, 1 - U = (1 - v) p.   b = 0: U = v q, 1 - U = 1 - v q = p + (1 - v) q.
-    log_u = torch.where(b > 0, torch.logaddexp(log_q, log_v + log_p), log_v + log_q)
-    log_1mu = torch.where(b > 0, log_1mv + log_p, torch.logaddexp(log_p, log_1mv + log_q))
-    return log_u - log_1mu
+    return _conditional_logistic(logits, b, uniform)
+
+
+def _conditional_logistic(logits: torch.Tensor, b: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """:func:`conditional_logistic` without the checks of its arguments (for draws the library made itself)."""
+    b = b.detach().to(logits.dtype)
+    # With p = sigmoid(a): b = 1 gives U = 1 - p + v p, so L = softplus(log v + a) - log(1 - v) - a; b = 0 is the
+    # mirror image, L(a, v) = -L(-a, 1 - v). One branch per element, in logs: stable for |a| large.
+    # The logarithms are taken in the uniform's dtype (a float64 uniform within 2**-25 of 1 would round to
+    # 1 in float32), the rest in the logits' dtype.
+    sign = 2 * b - 1
+    log_v, log_1mv = torch.log(uniform).to(logits.dtype), torch.log1p(-uniform).to(logits.dtype)
+    first, second = torch.where(b > 0, log_v, log_1mv), torch.where(b > 0, log_1mv, log_v)
+    mirrored = sign * logits
+    return sign * (torch.nn.functional.softplus(first + mirrored) - second - mirrored)

@@ -1,4 +1,4 @@
-r"""Relaxed and straight-through estimators: Gumbel-Softmax, ST-Gumbel-Softmax, Gumbel-Rao, Gapped ST and ReinMax.
+r"""Relaxed and straight-through estimators: Gumbel-Softmax, ST-Gumbel-Softmax, Gumbel-Rao, Gapped ST, ReinMax and ZGR.
 
 Every builder follows the contract of :mod:`pwgf.estimators`: it takes a :class:`pwgf.discrete.Discrete`
 view ``q`` (Bernoulli or categorical), a cost ``f`` and a number of samples ``n``, and returns a
@@ -7,7 +7,8 @@ whose gradient in the parameters of ``f`` is the sample mean of theirs, and whos
 Monte Carlo estimate of :math:`\E f` (for ``gumbel_softmax``, of :math:`\E f` at the relaxed sample).
 
 Except for ``gumbel_softmax``, each evaluates ``f`` at the exact discrete sample :math:`D` and
-differs only in the Jacobian it puts in the backward pass,
+differs only in the Jacobian it puts in the backward pass (its *point*, ``POINTS[name]``, which
+:func:`pwgf.sample` returns as a one-line sample),
 
 .. math::
     \hat g = \frac1n \sum_{i=1}^n A_i^\top \nabla f(D_i), \qquad z_i = D_i + s_i - \operatorname{stop}(s_i),
@@ -25,6 +26,7 @@ estimator                   :math:`A` (categorical; Bernoulli is the two-class c
 ``gumbel_rao``              :math:`\frac1K\sum_k J(s_k)/\tau`, :math:`s_k = \operatorname{softmax}((\ell + G_k)/\tau)`, :math:`G_k \sim G \mid D`
 ``gapped_st``               :math:`J(\tilde s)/\tau`, :math:`\tilde s = \operatorname{softmax}((\ell + m(\ell, D))/\tau)`, deterministic gap :math:`m`
 ``reinmax``                 :math:`2J(\tfrac12(\operatorname{softmax}(\ell/\tau) + D)) - \tfrac12 J(p)`
+``zgr``                     :math:`\tfrac12\big(J(p) + (D - p)(D - p)^\top\big)` (ST and DARN averaged)
 ==========================  =====================================================================================
 """
 
@@ -38,7 +40,10 @@ from pwgf import relax
 from pwgf._validate import check_positive, check_positive_int
 from pwgf.discrete import NOISE_DTYPE, Discrete
 
-__all__ = ["gumbel_softmax", "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "relaxed_sample", "conditional_noise"]
+__all__ = [
+    "gumbel_softmax", "st_gumbel_softmax", "gumbel_rao", "gapped_st", "reinmax", "zgr", "relaxed_sample", "conditional_noise",
+    "st_gumbel_softmax_point", "gumbel_rao_point", "gapped_st_point", "reinmax_point", "zgr_point", "POINTS",
+]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
@@ -67,12 +72,15 @@ def conditional_noise(q: Discrete, hard: torch.Tensor, uniform: torch.Tensor, *,
     keeps its dependence on the logits (REBAR and RELAX differentiate through it); otherwise it is a
     constant, as in Gumbel-Rao, where only the relaxation's own Jacobian enters.
     """
-    # Computed in NOISE_DTYPE and cast at the end: a float64 uniform within 2**-25 of 1 rounds to 1 in
-    # float32, where the conditional noise would be infinite.
-    logits = (q.logits if reparameterized else q.logits.detach()).to(NOISE_DTYPE)
-    u = uniform.to(NOISE_DTYPE)
-    noise = relax.conditional_logistic(logits, hard, u) if q.kind == "bernoulli" else relax.conditional_gumbel(logits, hard, u)
-    return noise.to(q.dtype)
+    # The logarithms of the uniforms are taken in the uniforms' dtype (NOISE_DTYPE from q.uniform: a float64
+    # uniform within 2**-25 of 1 would round to 1 in float32, where the noise would be infinite); the logistic
+    # noise is then formed in the parameter's dtype (it is cast to it in the end anyway), the Gumbel noise in
+    # NOISE_DTYPE.
+    # The library drew hard and uniform itself: the argument checks of the public samplers are skipped.
+    logits = q.logits if reparameterized else q.logits.detach()
+    if q.kind == "bernoulli":
+        return relax._conditional_logistic(logits, hard, uniform)
+    return relax._conditional_gumbel(logits.to(NOISE_DTYPE), hard, uniform.to(NOISE_DTYPE)).to(q.dtype)
 
 
 def gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None, temperature: float | torch.Tensor = 0.5) -> torch.Tensor:
@@ -82,7 +90,7 @@ def gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator |
     :math:`\tau\to0` while its variance grows like :math:`1/\tau`. ``f`` must accept points of the
     relaxation (the open cube or simplex).
     """
-    return q.costs(f, relaxed_sample(q, n, generator, temperature)[2]).mean(0)
+    return q.relaxed_costs(f, relaxed_sample(q, n, generator, temperature)[2]).mean(0)
 
 
 def st_gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None, temperature: float | torch.Tensor = 0.5) -> torch.Tensor:
@@ -90,8 +98,13 @@ def st_gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generato
 
     :math:`\hat g = \frac1n\sum_i (\partial s_i/\partial\ell)^\top \nabla f(D_i)`. Biased.
     """
+    return q.costs(f, st_gumbel_softmax_point(q, n, generator, temperature=temperature)).mean(0)
+
+
+def st_gumbel_softmax_point(q: Discrete, n: int, generator: torch.Generator | None = None, *, temperature: float | torch.Tensor = 0.5) -> torch.Tensor:
+    r"""The straight-through point of :func:`st_gumbel_softmax`: the value of :math:`D`, the Jacobian of :math:`s`."""
     hard, _, soft = relaxed_sample(q, n, generator, temperature)
-    return q.costs(f, relax.straight_through(hard, soft)).mean(0)
+    return relax.straight_through(hard, soft)
 
 
 def gumbel_rao(
@@ -120,13 +133,32 @@ def gumbel_rao(
     given :math:`D_i` as a function of the logits (``reparameterized=True``) that reading has a different
     mean, which the chapter *Three accounts of straight-through* measures.
     """
+    return q.costs(f, gumbel_rao_point(q, n, generator, temperature=temperature, n_conditional=n_conditional)).mean(0)
+
+
+def gumbel_rao_point(
+    q: Discrete, n: int, generator: torch.Generator | None = None, *, temperature: float | torch.Tensor = 0.5, n_conditional: int = 10
+) -> torch.Tensor:
+    r"""The straight-through point of :func:`gumbel_rao`: the value of :math:`D`, the averaged Jacobian."""
     n_conditional = check_positive_int(n_conditional, "n_conditional")
     check_positive(temperature, "temperature")
     hard = q.sample(n, generator)
-    u = relax.sample_uniform((n_conditional, *hard.shape), generator=generator, dtype=NOISE_DTYPE, device=hard.device)
+    # Bernoulli: the K conditional uniforms are drawn in the parameter's dtype. In float32 that truncates the
+    # conditional noise where its probability is below 2**-24; the noise only weights the Jacobian.
+    dtype = q.dtype if q.kind == "bernoulli" else NOISE_DTYPE
+    u = relax.sample_uniform((n_conditional, *hard.shape), generator=generator, dtype=dtype, device=hard.device)
     noise = conditional_noise(q, hard, u, reparameterized=False)
-    soft = _soft(q, q.logits + noise, temperature).mean(0)
-    return q.costs(f, relax.straight_through(hard, soft)).mean(0)
+    logits = q.logits
+    if q.kind == "bernoulli":
+        # The averaged Jacobian is diagonal, (1/K) sum_k s_k (1 - s_k) / tau: computed once without a graph, it
+        # carries the gradient to the logits directly (the temperature gets none) instead of K relaxations' graphs.
+        with torch.no_grad():
+            s = _soft(q, logits.detach() + noise, temperature)
+            weight = (s * (1 - s)).mean(0) / temperature
+        soft = weight * logits
+    else:
+        soft = _soft(q, logits + noise, temperature).mean(0)
+    return relax.straight_through(hard, soft)
 
 
 def gapped_st(
@@ -153,6 +185,11 @@ def gapped_st(
     :math:`D = 0`. Biased; it adds no noise beyond the sample itself (unlike the Gumbel estimators), so its
     variance comes from the sample alone, as ST's does, with different weights.
     """
+    return q.costs(f, gapped_st_point(q, n, generator, temperature=temperature, gap=gap)).mean(0)
+
+
+def gapped_st_point(q: Discrete, n: int, generator: torch.Generator | None = None, *, temperature: float | torch.Tensor = 1.0, gap: float = 1.0) -> torch.Tensor:
+    r"""The straight-through point of :func:`gapped_st`: the value of :math:`D`, the Jacobian of :math:`\tilde s`."""
     check_positive(temperature, "temperature")
     check_positive(gap, "gap")
     hard = q.sample(n, generator)
@@ -160,7 +197,7 @@ def gapped_st(
     shift = _gapped_logits(q, logits.detach(), hard, gap) - logits.detach()
     # A category of probability zero (logit -inf) stays at -inf, with no shift.
     soft = _soft(q, logits + torch.where(torch.isinf(logits), 0.0, shift), temperature)
-    return q.costs(f, relax.straight_through(hard, soft)).mean(0)
+    return relax.straight_through(hard, soft)
 
 
 def _gapped_logits(q: Discrete, logits: torch.Tensor, hard: torch.Tensor, gap: float) -> torch.Tensor:
@@ -186,6 +223,11 @@ def reinmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None =
     method on the same segments; it is exact for quadratic :math:`f` at :math:`\tau = 1`. Cost: one
     evaluation of ``f``, as ST.
     """
+    return q.costs(f, reinmax_point(q, n, generator, temperature=temperature)).mean(0)
+
+
+def reinmax_point(q: Discrete, n: int, generator: torch.Generator | None = None, *, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    r"""The straight-through point of :func:`reinmax`: the value of :math:`D`, the Jacobian :math:`2J(\pi) - \tfrac12 J(p)`."""
     check_positive(temperature, "temperature")
     hard = q.sample(n, generator)
     logits = q.logits
@@ -198,4 +240,49 @@ def reinmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None =
         # softmax(stop(log pi - l) + l) has the value pi and the Jacobian J(pi); categories with pi = 0 stay at -inf.
         shift = torch.where(pi > 0, torch.log(pi) - logits.detach(), -torch.inf)
         surrogate_point = 2 * torch.softmax(shift + logits, dim=-1) - 0.5 * p
-    return q.costs(f, relax.straight_through(hard, surrogate_point)).mean(0)
+    return relax.straight_through(hard, surrogate_point)
+
+
+def zgr(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""ZGR :cite:`shekhovtsov2023cold`: the zero-temperature limit of Gumbel-Rao, the average of ST and DARN (Gregor et al. 2014).
+
+    With :math:`p = \operatorname{softmax}(\ell)`, the sample :math:`D` and :math:`g = \nabla f(D)`,
+
+    .. math::
+        \hat g = \frac1n\sum_i \tfrac12\Big(J(p) + (D_i - p)(D_i - p)^\top\Big)\, g_i ,
+
+    the mean of ST's Jacobian :math:`J(p)` and DARN's :math:`(D - p)\,\nabla_\ell\log p_\ell(D)^\top`
+    (:math:`\nabla_\ell \log p_\ell(D) = D - p`). For a Bernoulli coordinate
+    :math:`\hat g_\ell = f'(D)\,\tfrac12\big(p(1-p) + (D - p)^2\big)`. Shekhovtsov derives it as
+    :math:`\lim_{\tau\to0}\E[J(s)/\tau \mid D]` of Gumbel-Rao; sample by sample it equals
+    :func:`reinmax` at :math:`\tau = 1`, so it is exact for quadratic :math:`f`. No temperature; cost: one
+    evaluation of ``f``, as ST.
+    """
+    return q.costs(f, zgr_point(q, n, generator)).mean(0)
+
+
+def zgr_point(q: Discrete, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""The straight-through point of :func:`zgr`: the value of :math:`D`, the Jacobian :math:`\tfrac12(J(p) + (D-p)(D-p)^\top)`."""
+    hard = q.sample(n, generator)
+    logits = q.logits
+    if q.kind == "bernoulli":
+        p = torch.sigmoid(logits)
+        log_p_hard = torch.where(hard > 0, torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits))
+    else:
+        p = torch.softmax(logits, dim=-1)
+        # Categories of probability zero are never sampled: their log-probability (-inf) is left out, not multiplied by 0.
+        log_p_hard = torch.where(hard > 0, torch.log_softmax(logits, dim=-1), 0.0).sum(-1, keepdim=True)
+    # ST's point p has the Jacobian J(p); DARN's, stop(D - p) log p(D), has (D - p)(D - p)^T.
+    darn = (hard - p.detach()) * log_p_hard
+    return relax.straight_through(hard, 0.5 * (p + darn))
+
+
+#: Estimator name -> its straight-through point ``point(q, n, generator, **options)``: samples
+#: ``[n, *batch_shape, *event_shape]`` with the exact values of :math:`D` and the estimator's Jacobian.
+POINTS: dict[str, Callable[..., torch.Tensor]] = {
+    "st_gumbel_softmax": st_gumbel_softmax_point,
+    "gumbel_rao": gumbel_rao_point,
+    "gapped_st": gapped_st_point,
+    "reinmax": reinmax_point,
+    "zgr": zgr_point,
+}

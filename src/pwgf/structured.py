@@ -28,7 +28,6 @@ and those marginals in closed form (no enumeration), plus the enumerated referen
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 

@@ -75,18 +75,23 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from distributed import Client, LocalCluster, as_completed
-from dask.system import CPU_COUNT
-from tqdm import tqdm
 
+from pwgf._extras import missing_extra
 from pwgf._validate import check_positive_int
 from pwgf.results import atomic_open, atomic_write_text, canonical_json, check_json, read_json, run_key
+
+try:
+    from dask.system import CPU_COUNT
+    from distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+except ImportError as _err:
+    raise missing_extra("experiments", _err) from _err
 
 __all__ = [
     "run_sweep",
@@ -368,8 +373,8 @@ def _call(run: RunFunction, config: dict[str, Any], checkpoint: Path | None) -> 
 
 
 def _results(
-    tasks: list[tuple[int, dict[str, Any], Path | None]], run: RunFunction, scheduler: str, workers: int
-) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    tasks: list[tuple[int, Mapping[str, Any], Path | None]], run: RunFunction, scheduler: str, workers: int
+) -> Generator[tuple[int, Mapping[str, Any]], None, None]:
     """``(index, result)`` of every task, in the order the runs finish."""
     if not tasks:
         return

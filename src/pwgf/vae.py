@@ -65,7 +65,7 @@ LEAKY_RELU_SLOPE: float = 0.1
 _HIDDEN = 200
 
 
-def _bernoulli(logits: torch.Tensor) -> D.Independent:
+def _bernoulli(logits: torch.Tensor) -> D.Distribution:
     # Inputs are checked once where they enter (binary, right shape), so per-call support checks are skipped.
     return D.Independent(D.Bernoulli(logits=logits, validate_args=False), 1)
 
@@ -124,12 +124,13 @@ class BernoulliVAE(nn.Module):
             if arch != "nonlinear":
                 return affine(n_in, n_out)
             h = self.hidden_dim
+            assert h is not None  # set for arch="nonlinear"
             slope = LEAKY_RELU_SLOPE
             return nn.Sequential(affine(n_in, h), nn.LeakyReLU(slope), affine(h, h), nn.LeakyReLU(slope), affine(h, n_out))
 
         self.encoder = network(self.x_dim, self.z_dim)
         self.decoder = network(self.z_dim, self.x_dim)
-        if arch == "two_layer":
+        if self.z2_dim is not None:
             self.encoder_2 = affine(self.z_dim, self.z2_dim)
             self.decoder_2 = affine(self.z2_dim, self.z_dim)
         prior = torch.zeros(self.z2_dim or self.z_dim, dtype=dtype)
@@ -173,7 +174,7 @@ class BernoulliVAE(nn.Module):
     def decoder_logits_2(self, z2: torch.Tensor) -> torch.Tensor:
         """Logits ``[..., B, z_dim]`` of :math:`p(z_1 \\mid z_2)` (two_layer only)."""
         self._check_two_layer("decoder_logits_2")
-        return self.decoder_2(self._check(z2, self.z2_dim, "z2"))
+        return self.decoder_2(self._check(z2, self.latent_dims[-1], "z2"))
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None = None, *, relaxed: bool = False) -> torch.Tensor:
         """:math:`\\log p(x, z)`, or :math:`\\log p(x, z_1, z_2)` for two_layer (pass ``z2``); shape ``[..., B]``.
@@ -205,7 +206,7 @@ class BernoulliVAE(nn.Module):
         self._check_values(z, self.z_dim, "z", relaxed)
         if z2 is None:
             return _bernoulli(self.prior_logits).log_prob(z)
-        self._check_values(z2, self.z2_dim, "z2", relaxed)
+        self._check_values(z2, self.latent_dims[-1], "z2", relaxed)
         return _bernoulli(self.decoder_2(z2)).log_prob(z) + _bernoulli(self.prior_logits).log_prob(z2)
 
     def log_q(self, x: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None = None) -> torch.Tensor:
@@ -251,7 +252,12 @@ class BernoulliVAE(nn.Module):
             raise ValueError(f"z2 must be given exactly when arch='two_layer', got arch={self.arch!r} and z2={'None' if z2 is None else 'a tensor'}")
         self._check_binary(z, self.z_dim, "z")
         if z2 is not None:
-            self._check_binary(z2, self.z2_dim, "z2")
+            self._check_binary(z2, self.latent_dims[-1], "z2")
+
+    @property
+    def latent_dims(self) -> tuple[int, ...]:
+        """Units per stochastic layer: ``(z_dim,)``, or ``(z_dim, z2_dim)`` for two_layer."""
+        return (self.z_dim,) if self.z2_dim is None else (self.z_dim, self.z2_dim)
 
     def _check_two_layer(self, method: str) -> None:
         if self.n_layers != 2:
@@ -319,7 +325,7 @@ def enumerated_log_densities(model: BernoulliVAE, x: torch.Tensor, *, max_states
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"x must be a batch of images of shape [B, {model.x_dim}], got {getattr(x, 'shape', type(x).__name__)}")
-    dims = [model.z_dim] if model.n_layers == 1 else [model.z_dim, model.z2_dim]
+    dims = list(model.latent_dims)
     states = support("bernoulli", torch.full((sum(dims),), 0.5, dtype=model.dtype), max_states=max_states)
     latents = states[:, None, :].expand(-1, len(x), -1).split(dims, dim=-1)
     return model.log_q(x, *latents), model.log_joint(x, *latents)

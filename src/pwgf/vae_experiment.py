@@ -107,9 +107,10 @@ def settings(
 ) -> list[dict[str, Any]]:
     """The grid of one estimator: every learning rate times every combination of the knobs it takes."""
     check_choice(estimator, ESTIMATOR_NAMES, "estimator")
-    grids = {"temp": [float(t) for t in temp_grid], "eps": [float(e) for e in eps_grid], "bw": [b if isinstance(b, str) else float(b) for b in bw_grid]}
+    grids: dict[str, list[Any]] = {"temp": [float(t) for t in temp_grid], "eps": [float(e) for e in eps_grid], "bw": [b if isinstance(b, str) else float(b) for b in bw_grid]}
     combos: list[dict[str, Any]] = [{"lr": float(lr)} for lr in lr_grid]
-    for key in KNOBS.get(estimator, {}):
+    knobs: dict[str, str] = KNOBS.get(estimator, {})
+    for key in knobs:
         combos = [{**combo, key: value} for combo in combos for value in grids[key]]
     if not combos:
         raise ValueError(f"the grid of {estimator!r} is empty: lr_grid and the grids of its knobs {sorted(KNOBS.get(estimator, {}))} need a value each")
@@ -153,8 +154,8 @@ def _setting(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"lr": config["lr"], **{key: config[key] for key in KNOBS.get(config["estimator"], {})}}
 
 
-def _groups(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+def _groups(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for r in records:
         groups.setdefault(tuple(r["config"][k] for k in keys), []).append(r)
     return groups
@@ -162,7 +163,7 @@ def _groups(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[t
 
 def tuning_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per architecture, estimator and grid setting: the best validation -ELBO averaged over the tuning seeds."""
-    by_setting: dict[tuple, list[float]] = {}
+    by_setting: dict[tuple[Any, ...], list[float]] = {}
     for r in records:
         c = r["config"]
         key = (c["arch"], c["estimator"], tuple(sorted(_setting(c).items())))

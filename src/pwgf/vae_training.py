@@ -100,10 +100,10 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import distributions as D
@@ -199,7 +199,7 @@ _ORDER, _CONTROL, _VARIANCE, _REVERSAL = 0x0DE5, 0xC0DE, 0x5EED, 0x5161
 _VALID_SEED, _TEST_SEED = 0x7A11D, 0x7E57
 
 
-def _bernoulli(logits: torch.Tensor) -> D.Independent:
+def _bernoulli(logits: torch.Tensor) -> D.Distribution:
     return D.Independent(D.Bernoulli(logits=logits, validate_args=False), 1)
 
 
@@ -389,11 +389,12 @@ def step_gradients(
     if controls is None:
         encoder = list(torch.autograd.grad(loss, groups["encoder"]))
     else:
+        assert logits is not None  # filled by encoder_objective when controls are given
         n_encoder = len(groups["encoder"])
         grads = torch.autograd.grad(loss, groups["encoder"] + logits, create_graph=True)
         encoder = [g.detach() for g in grads[:n_encoder]]
         # Per-example estimates are the gradients of the batch sum; the mean's differ by the factor B.
-        objective = sum((g * len(x)).pow(2).sum() for g in grads[n_encoder:])
+        objective = cast(torch.Tensor, sum((g * len(x)).pow(2).sum() for g in grads[n_encoder:]))
         control = list(torch.autograd.grad(objective, list(controls.parameters()), allow_unused=True, materialize_grads=True))
     n_decoder = len(groups["decoder"])
     return StepGradients(neg_elbo.detach(), loss.detach(), encoder, decoder[:n_decoder], decoder[n_decoder:], control)
@@ -644,7 +645,7 @@ def _check_int(value: Any, name: str, low: int, *, none: bool = False) -> None:
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``config`` as a dict after checking every key and value (module docstring); ValueError naming the bad one."""
     c = dict(config)
-    estimator = c.get("estimator")
+    estimator: Any = c.get("estimator")
     check_choice(estimator, ESTIMATOR_NAMES, "estimator")
     knobs = set(KNOBS.get(estimator, {}))
     expected = CONFIG_KEYS | knobs
@@ -720,8 +721,8 @@ class _Run:
     step: int = 0
     seconds: float = 0.0
     permutation: torch.Tensor | None = None
-    history: list[dict[str, Any]] | None = None
-    variance: list[dict[str, float]] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    variance: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     train_sum: float = 0.0
     train_count: int = 0
@@ -775,11 +776,10 @@ def _new_run(c: dict[str, Any]) -> _Run:
         optimizers["prior"] = torch.optim.SGD(groups["prior"], lr=PRIOR_LR)
     controls = None
     if c["estimator"] in TUNED_CONTROL_VARIATES:
-        dims = (model.z_dim,) if model.n_layers == 1 else (model.z_dim, model.z2_dim)
+        dims = model.latent_dims
         controls = ControlVariates(c["estimator"], dims, seed=c["seed"] + _CONTROL, dtype=model.dtype).to(device)
         optimizers["control"] = torch.optim.Adam(controls.parameters(), lr=lr)
-    return _Run(c, model, optimizers, controls, torch.Generator().manual_seed(c["seed"]), torch.Generator().manual_seed(c["seed"] + _ORDER),
-                history=[], variance=[])
+    return _Run(c, model, optimizers, controls, torch.Generator().manual_seed(c["seed"]), torch.Generator().manual_seed(c["seed"] + _ORDER))
 
 
 def _next_batch(run: _Run, train: torch.Tensor) -> torch.Tensor:
@@ -794,13 +794,17 @@ def _next_batch(run: _Run, train: torch.Tensor) -> torch.Tensor:
 
 def _training_step(run: _Run, x: torch.Tensor, key: str) -> None:
     c = run.config
-    grads = step_gradients(run.model, x, c["estimator"], generator=run.generator, options=_knob_options(c), controls=run.controls)
+    where = f"in run {key}: estimator {c['estimator']!r}, training step {run.step + 1} of {c['steps']}"
+    try:
+        grads = step_gradients(run.model, x, c["estimator"], generator=run.generator, options=_knob_options(c), controls=run.controls)
+    except FloatingPointError as err:  # the estimator found a NaN cost
+        raise FloatingPointError(f"non-finite loss {where} ({err})") from err
     losses = torch.stack([grads.neg_elbo, grads.encoder_loss])
     largest = torch.stack([g.abs().max() for g in grads.encoder + grads.decoder + grads.prior + grads.control])
     if not (torch.isfinite(losses).all() and torch.isfinite(largest).all()):
         what = "loss" if not torch.isfinite(losses).all() else "gradient"
         raise FloatingPointError(
-            f"non-finite {what} in run {key}: estimator {c['estimator']!r}, training step {run.step + 1} of {c['steps']} "
+            f"non-finite {what} {where} "
             f"(training -ELBO {float(grads.neg_elbo)}, encoder surrogate {float(grads.encoder_loss)})"
         )
     groups = run.model.parameter_groups()
@@ -808,7 +812,7 @@ def _training_step(run: _Run, x: torch.Tensor, key: str) -> None:
     if run.controls is not None:
         assigned.append((list(run.controls.parameters()), grads.control))
     for params, values in assigned:
-        for p, g in zip(params, values):
+        for p, g in zip(params, values, strict=True):
             p.grad = g
     for optimizer in run.optimizers.values():
         optimizer.step()
@@ -883,6 +887,7 @@ def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, da
             _measure_variance(run, valid)
         if checkpoint is not None and run.step % c["ckpt"] == 0 and run.step < c["steps"]:
             save_checkpoint(checkpoint, run.state())
+    assert run.best is not None  # the last step is always evaluated
     result: dict[str, Any] = {
         "history": run.history, "variance": run.variance, "best_step": run.best["step"],
         "best_valid_neg_elbo": run.best["valid_neg_elbo"], "train_seconds": run.seconds, "seconds_per_step": run.seconds / c["steps"],

@@ -323,8 +323,8 @@ def comparability_margin(arch: str) -> float:
     smallest of them is :data:`COMPARABILITY_MARGIN`.
     """
     row = PAPER_TABLE2[arch]
-    return min(abs(value - row[ours]) for name, value in row.items() if name not in ("pwgf_mmd", "st") and value is not None
-               for ours in ("pwgf_mmd", "st"))
+    ours = [v for name in ("pwgf_mmd", "st") if (v := row[name]) is not None]
+    return min(abs(value - mine) for name, value in row.items() if name not in ("pwgf_mmd", "st") and value is not None for mine in ours)
 
 
 #: "Comparable" means closer than this on every architecture (nats): the smallest gap the paper calls a
