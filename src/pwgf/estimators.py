@@ -297,9 +297,8 @@ def _relax(
     tensors that require grad. In a single call they are fixed: with ``control=None`` RELAX is REBAR at
     the given :math:`(\eta,\lambda)`. The surrogate gives :math:`\eta`, :math:`\lambda` and the
     parameters of :math:`r` exactly zero gradient; RELAX trains them on the variance of the whole
-    batch, by differentiating the estimate itself (:func:`tune`, or
-    ``g, = torch.autograd.grad(surrogate(...).sum(), logits, create_graph=True)`` then
-    ``(g**2).sum().backward()``). Cost: :math:`3n` evaluations of ``f`` (plus :math:`2n` of ``control``)
+    batch, by differentiating the estimate itself, with respect to them alone: in a training loop with
+    :class:`pwgf.control_variates.RelaxControl`, at a fixed distribution with :func:`tune`. Cost: :math:`3n` evaluations of ``f`` (plus :math:`2n` of ``control``)
     and :math:`2n` gradients.
     """
     check_positive(temperature if isinstance(temperature, torch.Tensor) else float(temperature), "temperature")
@@ -727,7 +726,8 @@ def tune(
     whole batch. ``parameters`` are tensors that ``opts`` uses (``eta``, the weights of ``control``);
     each step draws fresh samples at the fixed parameter of the distribution, differentiates the
     single-call estimate with ``create_graph=True`` and sets only the gradients of ``parameters``
-    (those of ``f`` are left untouched). Returns :math:`\lVert\hat g\rVert^2` per step.
+    (those of ``f`` are left untouched). Returns :math:`\lVert\hat g\rVert^2` per step. To train the
+    control variate while the model trains, use :class:`pwgf.control_variates.RelaxControl`.
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
     q, leaf, (f, n_samples, parameters) = resolve_leaf(dist, args, ("f", "n_samples", "parameters"), opts)
