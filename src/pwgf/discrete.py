@@ -218,8 +218,9 @@ class Discrete:
             if self.kind == "bernoulli":
                 # Logistic noise L = log u - log(1 - u) exceeds -l exactly when u > sigmoid(-l): the same
                 # draws as threshold(noise), without the logarithms (all in NOISE_DTYPE).
-                u = self.uniform(n, generator)
-                return (u > torch.sigmoid(-self.logits.detach().to(NOISE_DTYPE))).to(self.dtype)
+                # torch.rand's [0, 1) needs no clamping here: only the comparison is taken.
+                u = torch.rand(self.sample_shape(n), generator=generator, dtype=NOISE_DTYPE, device=generator.device if generator is not None else None)
+                return (u.to(self.parameter.device) > torch.sigmoid(-self.logits.detach().to(NOISE_DTYPE))).to(self.dtype)
             return self.threshold(self.noise(n, generator))
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

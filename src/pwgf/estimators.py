@@ -607,7 +607,8 @@ def surrogate(name: str, dist: Any, *args: Any, generator: torch.Generator | Non
     """
     check_choice(name, tuple(_REGISTRY), "estimator")
     q, (f, n_samples) = resolve(dist, args, ("f", "n_samples"), opts)
-    _checked(name, q, n_samples, generator, opts)
+    if opts.keys() - _OPTIONS[name].keys():  # a ValueError listing the valid options, not the entry point's TypeError
+        _checked(name, q, n_samples, generator, opts)
     return ENTRY_POINTS[name](q, f, n_samples, generator=generator, **opts)
 
 
