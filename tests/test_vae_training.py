@@ -16,9 +16,9 @@ import torch
 from torch.nn import functional as F
 
 from pwgf import projection, results, sweep, vae, verdict
-from pwgf.discrete import as_discrete
 from pwgf import vae_experiment as vx
 from pwgf import vae_training as vt
+from pwgf.discrete import as_discrete
 
 DT = torch.float64
 X_DIM, Z_DIM, Z2_DIM = 6, 3, 2

@@ -83,7 +83,7 @@ def test_crossover_and_the_error_claim():
     # A win within two standard errors of the difference is no crossover: 0.28 against 0.3, each +- 0.01.
     close = evs_rows({("reinforce", 2, 2): 1.0, ("reinforce", 2, 16): 0.28, ("st", 2, 2): 0.3, ("st", 2, 16): 0.3})
     assert math.isnan(verdict.crossover(close, "st", 2)) and "proxy" in verdict.error_vs_samples_claim(close)["evidence"]
-    assert verdict.crossover(evs_rows(close_values := {k: r["rel_mse"] for k, r in
+    assert verdict.crossover(evs_rows({k: r["rel_mse"] for k, r in
                                                        {(r["estimator"], r["d"], r["n"]): r for r in close}.items()}, se=0.001), "st", 2) == 16.0
     with pytest.raises(ValueError, match="no runs of both 'st' and 'reinforce' at d = 3"):
         verdict.crossover(crossing, "st", 3)

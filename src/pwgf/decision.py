@@ -98,7 +98,7 @@ def holm(p: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     return rejected
 
 
-def _status(confirmed: np.ndarray, contradicted: np.ndarray) -> np.ndarray:
+def _status(confirmed: np.ndarray | np.bool_, contradicted: np.ndarray | np.bool_) -> np.ndarray:
     return np.where(confirmed, REPRODUCED, np.where(contradicted, NOT_REPRODUCED, INCONCLUSIVE))
 
 

@@ -459,15 +459,16 @@ def compare_spreads(
     if num_seeds != den_seeds:
         raise ValueError(f"{reference!r} and {estimator!r} must share their seeds for a paired comparison, got {num_seeds} and {den_seeds}")
     ratio = float(statistic(num, float(lambda0)) / statistic(den, float(lambda0)))
+    low: float
+    high: float
     if measure == "final_std" and len(num) < 3:
         low, high = 0.0, math.inf  # a correlation over two seeds is always +-1: the interval is undefined and decides nothing
     elif measure == "final_std":
-        low, high = decision.pitman_morgan_interval(num, den, level=level)
+        low, high = map(float, decision.pitman_morgan_interval(num, den, level=level))
     elif measure == "within_std":
-        low, high = decision.fieller_interval(num, den, level=level)
+        low, high = map(float, decision.fieller_interval(num, den, level=level))
     else:
-        low, high = np.sqrt(decision.fieller_interval((num - lambda0) ** 2, (den - lambda0) ** 2, level=level))
-    low, high = float(low), float(high)
+        low, high = map(float, np.sqrt(decision.fieller_interval((num - lambda0) ** 2, (den - lambda0) ** 2, level=level)))
     decision_ = "smaller" if low > 1 else "larger" if high < 1 else "no significant difference"
     return {"measure": measure, "estimator": estimator, "reference": reference, "lambda0": float(lambda0), "level": level,
             "ratio": ratio, "interval": (low, high), "decision": decision_, "n_seeds": len(num_seeds)}

@@ -74,8 +74,9 @@ import logging
 import os
 import re
 import sys
+import types
 import warnings
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,7 @@ def _is_package(module: str) -> bool:
     return spec is not None and spec.submodule_search_locations is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _package_modules() -> frozenset[str]:
     """Every module of the ``pwgf`` package, by dotted name."""
     root = _source("pwgf").parent
@@ -181,7 +182,7 @@ def _package_modules() -> frozenset[str]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _imported_modules(module: str) -> frozenset[str]:
     """``module``, its parent packages and every ``pwgf`` module it imports, transitively."""
     seen: set[str] = set()
@@ -276,7 +277,7 @@ def run_sweep(
                          f"({_describe(prepared[first])}) and would write the same result file")
     out_dir = Path(out_dir).resolve()  # workers may run in another folder
     paths = [out_dir / f"{key}.json" for key in keys]
-    records = [_stored_record(path, config) for path, config in zip(paths, prepared)]
+    records = [_stored_record(path, config) for path, config in zip(paths, prepared, strict=True)]
     todo = [i for i, record in enumerate(records) if record is None]
     tasks = [(i, prepared[i], checkpoint_path(out_dir, prepared[i]) if checkpoints else None) for i in todo]
     workers = min(workers, len(todo))
@@ -354,7 +355,7 @@ def _write_record(path: Path, config: dict[str, Any], result: Any) -> dict[str, 
     return json.loads(text)
 
 
-def _call(run: RunFunction, config: dict[str, Any], checkpoint: Path | None) -> Mapping[str, Any]:
+def _call(run: RunFunction, config: Mapping[str, Any], checkpoint: Path | None) -> Mapping[str, Any]:
     """``run(config)`` (with its checkpoint path, if any) on one torch thread; the thread count is restored.
 
     A process whose library code differs from the config's ``code`` (a worker of a cluster started from
@@ -373,7 +374,7 @@ def _call(run: RunFunction, config: dict[str, Any], checkpoint: Path | None) -> 
 
 
 def _results(
-    tasks: list[tuple[int, Mapping[str, Any], Path | None]], run: RunFunction, scheduler: str, workers: int
+    tasks: Sequence[tuple[int, Mapping[str, Any], Path | None]], run: RunFunction, scheduler: str, workers: int
 ) -> Generator[tuple[int, Mapping[str, Any]], None, None]:
     """``(index, result)`` of every task, in the order the runs finish."""
     if not tasks:
@@ -421,7 +422,7 @@ def _check_main_guard() -> None:
     path = getattr(main, "__file__", None)
     if main is None or not path or not str(path).endswith(".py"):
         return  # a notebook, an interactive session, `python -c`: workers do not import it
-    frame = sys._getframe()
+    frame: types.FrameType | None = sys._getframe()
     while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
         frame = frame.f_back
     if frame is None:
