@@ -14,12 +14,13 @@ Wasserstein Gradient Flows*, and of the estimators it is compared with. The pack
 exported here, that is :func:`surrogate` and one typed entry point per estimator (``reinforce``,
 ``st``, ``reinmax``, ``relax``, ...; ``exact`` as :func:`pwgf.estimators.exact`), :func:`estimate`,
 :func:`estimates`, :func:`measure`, :func:`tune`, :func:`options`, the tables ``ESTIMATORS``,
-``UNBIASED``, ``MIN_SAMPLES`` and :class:`RelaxControl`; and the modules :mod:`pwgf.estimators`,
-:mod:`pwgf.control_variates`, :mod:`pwgf.discrete`, :mod:`pwgf.exact` and :mod:`pwgf.families`. The
+``UNBIASED``, ``MIN_SAMPLES``, :class:`RelaxControl`, :func:`sample` (one straight-through sample,
+``z = pwgf.sample(dist, method)``) and :func:`pwgf.vimco.vimco` (VIMCO for the multi-sample bound); and the modules :mod:`pwgf.estimators`,
+:mod:`pwgf.control_variates`, :mod:`pwgf.vimco`, :mod:`pwgf.discrete`, :mod:`pwgf.exact` and :mod:`pwgf.families`. The
 builders behind the entry points and the two subpackages may change between minor versions.
 """
 
-from pwgf import control_variates, discrete, estimators, exact, families
+from pwgf import control_variates, discrete, estimators, exact, families, vimco
 from pwgf.control_variates import RelaxControl
 from pwgf.estimators import (
     ENTRY_POINTS,
@@ -28,6 +29,8 @@ from pwgf.estimators import (
     UNBIASED,
     arm,
     disarm,
+    eat_cubic,
+    eat_sigmoid,
     estimate,
     estimates,
     gapped_st,
@@ -47,13 +50,17 @@ from pwgf.estimators import (
     st_gumbel_softmax,
     surrogate,
     tune,
+    unordered_set,
+    zgr,
 )
+from pwgf.sampling import sample
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "__version__", "control_variates", "discrete", "estimators", "exact", "families", "RelaxControl",
+    "__version__", "control_variates", "discrete", "estimators", "exact", "families", "vimco", "RelaxControl",
     "ENTRY_POINTS", "ESTIMATORS", "MIN_SAMPLES", "UNBIASED", "surrogate", "estimate", "estimates", "measure", "tune", "options",
     "reinforce", "st", "pwgf_st", "pwgf_mmd", "pwgf_mmd_argmin", "muprop", "gumbel_softmax", "st_gumbel_softmax", "gumbel_rao",
-    "gapped_st", "reinmax", "arm", "disarm", "rebar", "relax",
+    "gapped_st", "reinmax", "arm", "disarm", "rebar", "relax", "zgr", "unordered_set", "eat_sigmoid", "eat_cubic",
+    "sample",
 ]
