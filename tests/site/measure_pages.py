@@ -2,7 +2,7 @@
 
     python tests/site/measure_pages.py _build/html [--json out.json] [--width 1400] [--height 900]
 
-Opens every page (the pages the site test opens) in headless Chromium at the given window size, waits
+Opens every page (the pages the site test opens) in headless Chromium with a viewport of the given size, waits
 until MathJax has typeset it and its images have settled, and reports per page
 
 * ``screens``: the document's height over the window height, the number of screens a reader scrolls;
@@ -70,9 +70,11 @@ def measure(site: Path, width: int, height: int) -> dict:
         options.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         try:
-            driver.set_window_size(width, height)
+            # The viewport itself, not the window around it, is width x height CSS pixels.
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
             driver.set_script_timeout(60)
-            viewport = driver.execute_script("return window.innerHeight")
+            viewport = driver.execute_script("return [window.innerWidth, window.innerHeight]")
             for page in pages(site):
                 load(driver, base + page)
                 if driver.current_url.rstrip("/") != (base + page).rstrip("/"):
@@ -88,7 +90,7 @@ def measure(site: Path, width: int, height: int) -> dict:
             server.server_close()
     total_height = sum(r["height_px"] for r in rows)
     total_code = sum(r["code_px"] for r in rows)
-    return {"site": str(site), "window": [width, height], "viewport_height": viewport, "pages": rows,
+    return {"site": str(site), "window": [width, height], "viewport": viewport, "pages": rows,
             "total": {"pages": len(rows), "screens": total_height / height,
                       "code_share": total_code / total_height if total_height else 0.0}}
 
