@@ -30,11 +30,15 @@ from selenium.webdriver.chrome.service import Service
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, PAGE_FACTS, QuietHandler, load  # noqa: E402
 
-# Heights in CSS pixels. A code input is visible when it takes room on the page: the content of a
-# closed <details> toggle and a removed input take none. Nested inputs are counted once.
+# Heights in CSS pixels. A code input is visible when it is rendered and not inside a closed <details>
+# toggle (Chromium still lays out a closed toggle's content, with a height, but does not paint it).
 MEASURE = """
 const inputs = [...document.querySelectorAll("div.cell div.cell_input")];
-const visible = inputs.filter((element) => element.getClientRects().length > 0 && element.getBoundingClientRect().height > 0);
+const hidden = (element) => {
+  const toggle = element.closest("details:not([open])");
+  return toggle !== null && !element.closest("summary");
+};
+const visible = inputs.filter((element) => element.getClientRects().length > 0 && element.getBoundingClientRect().height > 0 && !hidden(element));
 const code = visible.reduce((sum, element) => sum + element.getBoundingClientRect().height, 0);
 return {
   height: Math.max(document.documentElement.scrollHeight, document.body.scrollHeight),
