@@ -53,6 +53,10 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 # --- experiments: MyST source -> .ipynb (jupytext) -> parameters injected and executed (papermill) ---
+# The cell papermill injects is bookkeeping: the page shows it behind a toggle (hide-input), as the parameters cell.
+HIDE_INJECTED = $(BIN)/python -c 'import sys, nbformat; nb = nbformat.read(sys.argv[1], 4); \
+  [c.metadata.setdefault("tags", []).append("hide-input") for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]; \
+  nbformat.write(nb, sys.argv[1])'
 experiments: $(EXPERIMENTS:%=experiments/%.ipynb)
 
 experiments/%.ipynb: notebooks/%.md notebooks/params/%.book.yaml $(LIBRARY) $(STAMP)
@@ -60,6 +64,7 @@ experiments/%.ipynb: notebooks/%.md notebooks/params/%.book.yaml $(LIBRARY) $(ST
 	$(BIN)/jupytext --quiet --to ipynb --output _build/papermill/$*.ipynb $<
 	$(BIN)/papermill --cwd . -f notebooks/params/$*.book.yaml -p output_dir $(RESULTS_DIR)/$* \
 	  _build/papermill/$*.ipynb _build/papermill/$*.executed.ipynb
+	@$(HIDE_INJECTED) _build/papermill/$*.executed.ipynb
 	@mv _build/papermill/$*.executed.ipynb $@
 
 # --- the site ---
@@ -115,6 +120,7 @@ test-notebooks: $(STAMP)
 	  $(BIN)/papermill --prepare-only -f notebooks/params/$$name.test.yaml \
 	    -p output_dir $(TEST_RESULTS_DIR)/$$name \
 	    $(TEST_DIR)/notebooks/$$name.source.ipynb $(TEST_DIR)/notebooks/$$name.ipynb; \
+	  $(HIDE_INJECTED) $(TEST_DIR)/notebooks/$$name.ipynb; \
 	  rm $(TEST_DIR)/notebooks/$$name.source.ipynb; \
 	done
 	@n=$$(ls $(TEST_DIR)/book/*.ipynb $(TEST_DIR)/notebooks/*.ipynb | wc -l); \
