@@ -16,7 +16,7 @@ export OMP_NUM_THREADS
 
 CHAPTERS := $(sort $(wildcard book/*.md))
 EXPERIMENTS := $(patsubst notebooks/%.md,%,$(sort $(wildcard notebooks/*.md)))
-LIBRARY := $(sort $(wildcard src/pwgf/*.py))
+LIBRARY := $(sort $(wildcard src/pwgf/*.py src/pwgf/*/*.py))
 # The execution cache keys on cell source only; this fingerprint of the library, the pinned
 # environment and the experiments' summaries (which chapters may read) clears it (and Sphinx's
 # environment) whenever one of them changes.
@@ -142,8 +142,8 @@ test-site: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/site
 
 bench: $(STAMP)
-	$(BIN)/python -m pwgf.bench --output _build/bench.json
-	$(BIN)/python -m pwgf.bench_sweep --output _build/bench_sweep.json
+	$(BIN)/python -m pwgf.experiments.bench --output _build/bench.json
+	$(BIN)/python -m pwgf.experiments.bench_sweep --output _build/bench_sweep.json
 
 clean:
 	rm -rf _build

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pwgf.bootstrap import paired_ratio_interval
+from pwgf.experiments.bootstrap import paired_ratio_interval
 
 
 def std(x):

@@ -1,4 +1,4 @@
-"""The Verdict's decision rules (pwgf.decision): exactness against scipy, and their error rates by simulation.
+"""The Verdict's decision rules (pwgf.experiments.decision): exactness against scipy, and their error rates by simulation.
 
 Each simulation runs S independent experiments as one array operation (seeded). A rate r estimated from
 S experiments has Monte Carlo standard error sqrt(r (1 - r) / S); every bound on a rate below allows 4 of
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pwgf import decision, verdict
+from pwgf.experiments import decision, verdict
 
 S = 20_000
 ALPHA = decision.ALPHA

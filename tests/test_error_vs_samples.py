@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pwgf import error_vs_samples as evs
-from pwgf.sweep import code_version, run_sweep
+from pwgf.experiments import error_vs_samples as evs
+from pwgf.experiments.sweep import code_version, run_sweep
 
 GOOD = {"estimators": ["reinforce", "st"], "dims": [2, 3], "n_samples": [2, 8], "replicates": 20, "seed": 0, "scheduler": "local", "workers": 1}
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from pwgf import poisson_gan as pg
-from pwgf import vae_experiment as vx
+from pwgf.experiments import poisson_gan as pg
+from pwgf.experiments import vae_experiment as vx
 
 POISSON = {
     "estimator_names": ["pwgf_mmd", "st", "exact", "reinforce"], "n_seeds": 2, "n_tuning_seeds": 1,

@@ -1,4 +1,4 @@
-"""Tests of pwgf.flow: autograd fields against closed-form gradients, the exact projected step against its formula."""
+"""Tests of pwgf.theory.flow: autograd fields against closed-form gradients, the exact projected step against its formula."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from pwgf import exact, flow
+from pwgf import exact
+from pwgf.theory import flow
 
 
 def cost(z: torch.Tensor) -> torch.Tensor:

@@ -220,7 +220,7 @@ def test_relax_at_a_fixed_eta_of_zero_evaluates_the_cost_at_the_samples_only():
 # --- extras ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("module", "missing", "extra"), [("pwgf.sweep", "distributed", "experiments"), ("pwgf.sweep", "tqdm", "experiments")])
+@pytest.mark.parametrize(("module", "missing", "extra"), [("pwgf.experiments.sweep", "distributed", "experiments"), ("pwgf.experiments.sweep", "tqdm", "experiments")])
 def test_an_experiment_module_without_its_extra_names_the_extra(monkeypatch, module, missing, extra):
     monkeypatch.setitem(sys.modules, missing, None)  # import of it raises ImportError
     monkeypatch.delitem(sys.modules, module, raising=False)

@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 import torch
 
-from pwgf import mnist
+from pwgf.experiments import mnist
 
 PIXELS = 784
 
@@ -243,7 +243,7 @@ def test_torchvision_import_uses_the_schemas_only_when_the_plain_import_fails():
             plain = "ok"
         except RuntimeError as err:
             plain = "nms" if "operator torchvision::nms does not exist" in str(err) else "other"
-        from pwgf import mnist
+        from pwgf.experiments import mnist
         tv = mnist.import_torchvision()
         assert tv.datasets.MNIST.__name__ == "MNIST" and callable(tv.datasets.mnist.read_image_file)
         assert mnist.import_torchvision() is tv
@@ -258,7 +258,7 @@ def test_a_normal_torchvision_import_defines_nothing():
         """
         import sys, types
         sys.modules["torchvision"] = types.ModuleType("torchvision")
-        from pwgf import mnist
+        from pwgf.experiments import mnist
         print(mnist.import_torchvision() is sys.modules["torchvision"], mnist._torchvision_schemas)
         """
     )
@@ -274,7 +274,7 @@ def test_other_torchvision_import_errors_propagate():
                 if name == "torchvision":
                     raise RuntimeError("some other failure")
         sys.meta_path.insert(0, Broken())
-        from pwgf import mnist
+        from pwgf.experiments import mnist
         try:
             mnist.import_torchvision()
         except RuntimeError as err:

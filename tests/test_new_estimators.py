@@ -11,8 +11,9 @@ import torch
 from scipy import integrate, stats
 from torch import distributions as D
 
-from pwgf import arrival_times, exact, vae
+from pwgf import arrival_times, exact
 from pwgf import estimators as E
+from pwgf.experiments import vae
 from pwgf.vimco import vimco, vimco_at
 from pwgf.without_replacement import set_terms
 

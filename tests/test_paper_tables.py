@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from pwgf import poisson_gan, verdict
+from pwgf.experiments import poisson_gan, verdict
 
 TABLE1_TEXT = """
 pWGF 5.0076 0.013

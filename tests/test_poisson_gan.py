@@ -1,4 +1,4 @@
-"""Tests of pwgf.poisson_gan: validation, seeding, resumable atomic sweeps and the summary schema."""
+"""Tests of pwgf.experiments.poisson_gan: validation, seeding, resumable atomic sweeps and the summary schema."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from pwgf import exact, families
-from pwgf import poisson_gan as pg
-from pwgf.results import read_json
-from pwgf.sweep import run_sweep
+from pwgf.experiments import poisson_gan as pg
+from pwgf.experiments.results import read_json
+from pwgf.experiments.sweep import run_sweep
 
 BASE = {"n_data": 50, "epochs": 3, "iters": 2, "batch": 8, "lr_d": 0.01, "width": 4, "loss": "paper", "lambda_init_ratio": 2.0, "var_reps": 0}
 SETTING = {"lr_g": 0.1, "eps": 0.1, "bw": 1.0}

@@ -196,7 +196,7 @@ def test_pwgf_mmd_expectation_matches_monte_carlo(family):
 
 
 def test_benchmark_harness_records_timings_and_ratios():
-    from pwgf import bench
+    from pwgf.experiments import bench
 
     record = bench.run(2, dimensions=(3,), sample_sizes=(2,), families=("bernoulli",), names=("exact", "st", "pwgf_st", "pwgf_mmd"))
     rows = {r["estimator"]: r for r in record["timings"]}
@@ -209,7 +209,7 @@ def test_benchmark_harness_records_timings_and_ratios():
 
 
 def test_model_benchmark_times_a_training_step_per_estimator():
-    from pwgf import bench
+    from pwgf.experiments import bench
 
     record = bench.run_model(1, names=("st", "reinmax", "arm"))
     rows = {r["estimator"]: r for r in record["rows"]}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pwgf import results
+from pwgf.experiments import results
 
 
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):

@@ -1,4 +1,4 @@
-"""Exact moments of the straight-through estimators (pwgf.st_moments) against independent references:
+"""Exact moments of the straight-through estimators (pwgf.theory.st_moments) against independent references:
 one-dimensional quadrature over the logistic density, enumeration by other modules, and Monte Carlo
 draws of the library's estimators (independent copies along a batch axis, one vectorized call).
 
@@ -16,7 +16,8 @@ from scipy import integrate, special, stats
 from torch import distributions as D
 
 from pwgf import estimators as E
-from pwgf import exact, projection, st_moments, toys
+from pwgf import exact, projection
+from pwgf.theory import st_moments, toys
 
 DT = torch.float64
 LOGITS = torch.tensor([-1.3, 0.2, 2.1], dtype=DT)

@@ -1,4 +1,4 @@
-"""Tests for pwgf.structured: argmax solvers and softmax tricks against enumeration, scipy and autograd."""
+"""Tests for pwgf.theory.structured: argmax solvers and softmax tricks against enumeration, scipy and autograd."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import minimum_spanning_tree
 
-from pwgf import structured as S
+from pwgf import projection
+from pwgf.theory import structured as S
 
 # float64 identities (closed form vs enumeration) hold to rounding: 1e-10 leaves ample margin over
 # the ~1e-15 accumulated error of sums over at most a few hundred terms.
@@ -38,7 +39,7 @@ def randn(*shape: int, seed: int) -> torch.Tensor:
 @given(w=st.lists(st.floats(-4, 4), min_size=2, max_size=8), tau=st.floats(0.1, 5.0))
 def test_sparsemax_is_euclidean_projection(w, tau):
     x = torch.tensor(w, dtype=torch.float64)
-    z = S.sparsemax(x, tau)
+    z = projection.sparsemax(x, tau)
     assert (z >= 0).all() and abs(z.sum().item() - 1) < 1e-12
     # KKT of min ||z - y||^2 on the simplex, y = x / tau: y_i - z_i = nu on the support, y_i <= nu off it.
     y = x / tau
@@ -50,13 +51,13 @@ def test_sparsemax_is_euclidean_projection(w, tau):
 
 def test_sparsemax_batch_limits_and_gradient():
     w = randn(6, 5, seed=0)
-    z = S.sparsemax(w)
-    torch.testing.assert_close(z, torch.stack([S.sparsemax(r) for r in w]))
+    z = projection.sparsemax(w)
+    torch.testing.assert_close(z, torch.stack([projection.sparsemax(r) for r in w]))
     # tau -> 0: the argmax one-hot once tau < (gap between the two largest) ; tau -> inf: uniform
-    torch.testing.assert_close(S.sparsemax(w, 1e-3), torch.nn.functional.one_hot(w.argmax(-1), 5).double())
-    torch.testing.assert_close(S.sparsemax(w, 1e6), torch.full((6, 5), 0.2, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(projection.sparsemax(w, 1e-3), torch.nn.functional.one_hot(w.argmax(-1), 5).double())
+    torch.testing.assert_close(projection.sparsemax(w, 1e6), torch.full((6, 5), 0.2, dtype=torch.float64), atol=1e-5, rtol=0)
     x = torch.tensor([0.3, 1.2, -0.5, 1.1, 0.0], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(S.sparsemax, (x,))
+    assert torch.autograd.gradcheck(projection.sparsemax, (x,))
 
 
 # ---- finite sets and k-subsets -----------------------------------------------------------------------
@@ -199,9 +200,9 @@ def test_sinkhorn_gradient():
 def test_bad_inputs():
     w = torch.zeros(4, dtype=torch.float64)
     with pytest.raises(ValueError, match="temperature"):
-        S.sparsemax(w, 0.0)
+        projection.sparsemax(w, 0.0)
     with pytest.raises(ValueError, match="finite"):
-        S.sparsemax(torch.tensor([0.0, float("nan")]))
+        projection.sparsemax(torch.tensor([0.0, float("nan")]))
     with pytest.raises(ValueError, match="k must"):
         S.topk_argmax(w, 5)
     with pytest.raises(ValueError, match="k must"):

@@ -18,9 +18,9 @@ import cloudpickle
 import pytest
 import torch
 
-from pwgf import poisson_gan as pg
-from pwgf.results import atomic_write_text, read_json, run_key
-from pwgf.sweep import checkpoint_path, code_version, load_checkpoint, local_cluster, run_config, run_sweep, save_checkpoint
+from pwgf.experiments import poisson_gan as pg
+from pwgf.experiments.results import atomic_write_text, read_json, run_key
+from pwgf.experiments.sweep import checkpoint_path, code_version, load_checkpoint, local_cluster, run_config, run_sweep, save_checkpoint
 
 # Workers cannot import this file: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -265,7 +265,7 @@ def test_a_killed_worker_costs_only_its_run_which_resumes_from_its_checkpoint(tm
 
 
 def test_benchmark_harness_records_every_mode():
-    from pwgf import bench_sweep
+    from pwgf.experiments import bench_sweep
 
     with pytest.raises(ValueError, match="multiples of workers"):
         bench_sweep.run((0.01,), (3,), workers=2)

@@ -1,6 +1,6 @@
 """Result files that never answer for another config: every integrity case against a real sweep in a temporary folder.
 
-Each test runs :func:`pwgf.sweep.run_sweep` in this process; where the Dask path differs (results
+Each test runs :func:`pwgf.experiments.sweep.run_sweep` in this process; where the Dask path differs (results
 arrive from worker processes, the run executes in another process), the same case runs on a
 LocalCluster of two worker processes on the loopback interface.
 """
@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from pwgf import results, sweep
-from pwgf.results import run_key
-from pwgf.sweep import CorruptResultWarning, code_version, local_cluster, run_config, run_sweep
+from pwgf.experiments import results, sweep
+from pwgf.experiments.results import run_key
+from pwgf.experiments.sweep import CorruptResultWarning, code_version, local_cluster, run_config, run_sweep
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -127,11 +127,11 @@ def test_every_config_gets_the_code_version_of_its_run(tmp_path):
 
 
 def test_the_code_version_follows_exactly_the_modules_a_run_imports(tmp_path, monkeypatch):
-    from pwgf import poisson_gan, vae_training
+    from pwgf.experiments import poisson_gan, vae_training
 
-    assert "pwgf.verdict" not in sweep._imported_modules("pwgf.poisson_gan")
-    assert {"pwgf.estimators", "pwgf.mmd", "pwgf.poisson_gan"} <= sweep._imported_modules("pwgf.poisson_gan")
-    assert {"pwgf.vae", "pwgf.mnist", "pwgf.estimators"} <= sweep._imported_modules("pwgf.vae_training")
+    assert "pwgf.experiments.verdict" not in sweep._imported_modules("pwgf.experiments.poisson_gan")
+    assert {"pwgf.estimators", "pwgf.mmd", "pwgf.experiments.poisson_gan"} <= sweep._imported_modules("pwgf.experiments.poisson_gan")
+    assert {"pwgf.experiments.vae", "pwgf.experiments.mnist", "pwgf.estimators"} <= sweep._imported_modules("pwgf.experiments.vae_training")
     before = {name: code_version(run) for name, run in (("poisson", poisson_gan.train), ("vae", vae_training.train), ("test", square))}
     original = sweep._source
 
@@ -143,7 +143,7 @@ def test_the_code_version_follows_exactly_the_modules_a_run_imports(tmp_path, mo
         return copy
 
     monkeypatch.setattr(sweep, "_source", edited)
-    for target, changed in (("pwgf.mmd", {"poisson", "vae", "test"}), ("pwgf.mnist", {"vae", "test"}), ("pwgf.verdict", {"test"})):
+    for target, changed in (("pwgf.mmd", {"poisson", "vae", "test"}), ("pwgf.experiments.mnist", {"vae", "test"}), ("pwgf.experiments.verdict", {"test"})):
         after = {name: code_version(run) for name, run in (("poisson", poisson_gan.train), ("vae", vae_training.train), ("test", square))}
         assert {name for name in before if after[name] != before[name]} == changed, target
 
@@ -228,7 +228,7 @@ def test_a_misspelled_scheduler_is_refused_at_once(tmp_path, scheduler):
 
 
 SCRIPT = """
-from pwgf.sweep import run_sweep
+from pwgf.experiments.sweep import run_sweep
 
 
 def square(config):
@@ -254,7 +254,7 @@ def test_a_script_without_a_main_guard_is_told_so_before_workers_start(tmp_path)
 
 def test_a_guarded_script_passes_the_check(tmp_path):
     """The same check under the guard (the sweep itself, with local workers started from pytest's guarded main, is test_sweep.py's)."""
-    done = run_script(tmp_path, 'if __name__ == "__main__":\n    from pwgf.sweep import _check_main_guard\n    _check_main_guard()\n    print("checked")')
+    done = run_script(tmp_path, 'if __name__ == "__main__":\n    from pwgf.experiments.sweep import _check_main_guard\n    _check_main_guard()\n    print("checked")')
     assert done.returncode == 0 and done.stdout.strip() == "checked", done.stderr
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pwgf import exact, families, vae
+from pwgf import exact, families
+from pwgf.experiments import vae
 
 X_DIM, Z_DIM, Z2_DIM, HIDDEN = 6, 3, 2, 4
 SMALL = {

@@ -2,8 +2,8 @@
 
 * a run with a scripted validation curve: the best step, the checkpoint the test figures come from,
   and one fresh permutation of the training images per epoch;
-* :func:`pwgf.vae_training.gradient_variance` and the test negative ELBO's standard error
-  (:func:`pwgf.vae_training.test_neg_elbo`) against exact enumeration of every latent state of a tiny model.
+* :func:`pwgf.experiments.vae_evaluation.gradient_variance` and the test negative ELBO's standard error
+  (:func:`pwgf.experiments.vae_evaluation.test_neg_elbo`) against exact enumeration of every latent state of a tiny model.
 
 Monte Carlo checks use k = 4 standard errors (false alarm 6.3e-5 each under the CLT); the seeds are
 fixed, so each check is deterministic.
@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pwgf import vae
-from pwgf import vae_training as vt
+from pwgf.experiments import vae, vae_evaluation
+from pwgf.experiments import vae_training as vt
 
 DT = torch.float64
 K = 4.0
@@ -119,11 +119,11 @@ def test_gradient_variance_matches_the_exact_gradient_by_enumeration():
     """
     model, R = tiny(), 4000
     g = exact_logit_gradient(model, IMAGES)
-    big = vt.logit_gradient_estimates(model, IMAGES, "st", 200_000, generator=torch.Generator().manual_seed(1)).double()
+    big = vae_evaluation.logit_gradient_estimates(model, IMAGES, "st", 200_000, generator=torch.Generator().manual_seed(1)).double()
     bias2 = (big.mean(0) - g).pow(2).sum(-1)  # [B]
     trace = big.var(0).sum(-1)
     squared_error = (big - g).pow(2).sum(-1)  # ||g_hat - g||^2 per estimate and image
-    measured = vt.gradient_variance(model, IMAGES, "st", R, seed=5)
+    measured = vae_evaluation.gradient_variance(model, IMAGES, "st", R, seed=5)
     B = len(IMAGES)
     assert float(bias2.mean()) > 0.1 * float(trace.mean())  # the test has a bias to lose
     ref_noise = measured["reference_noise"]
@@ -155,20 +155,20 @@ def test_the_test_elbo_standard_error_and_stopping_rule_match_enumeration(target
     mean = (q * log_w).sum(0)
     var = (q * (log_w - mean).pow(2)).sum(0)
     mu4 = (q * (log_w - mean).pow(4)).sum(0)
-    value, se, samples = vt.test_neg_elbo(model, x, target_se=target_se)
+    value, se, samples = vae_evaluation.test_neg_elbo(model, x, target_se=target_se)
     exact_se = math.sqrt(float(var.mean()) / samples / N)
     sd_of_mean_var = math.sqrt(float((mu4 - var.pow(2)).sum()) / samples / N**2)
     relative = K * sd_of_mean_var / float(var.mean())  # tolerance on the variance, relative
     assert 1 - relative < (se / exact_se) ** 2 < 1 + relative
     assert abs(value + float(mean.mean())) < K * exact_se  # the value is the exact -ELBO within its own error
     # The rule stops once the target is met: at that many samples the exact standard error is at the target.
-    assert samples < vt.TEST_MAX_SAMPLES and exact_se**2 < target_se**2 * (1 + relative)
+    assert samples < vae_evaluation.TEST_MAX_SAMPLES and exact_se**2 < target_se**2 * (1 + relative)
     needed = float(var.mean()) / (N * target_se**2)  # samples the exact variance asks for
     assert samples > needed * (1 - relative)
 
 
 def test_the_importance_weighted_bound_matches_enumeration_on_both_sides():
-    """:func:`pwgf.vae_training.nll_bound` against the exact :math:`-\\mathcal L_k` of every image.
+    """:func:`pwgf.experiments.vae_evaluation.nll_bound` against the exact :math:`-\\mathcal L_k` of every image.
 
     With 2^3 latent states and k = 3, the expectation :math:`\\E\\log\\frac1k\\sum_i w(z_i)` is a sum
     over all 8^3 ordered triples of states, weighted by their probability under q; so are its variance
@@ -189,7 +189,7 @@ def test_the_importance_weighted_bound_matches_enumeration_on_both_sides():
     assert torch.allclose(weight.sum(0), torch.ones(3, dtype=DT))
     exact = -float(mean.mean())  # x holds each image equally often
     exact_se = math.sqrt(float(var.mean()) / len(x))
-    bound, se = vt.nll_bound(model, x, k)
+    bound, se = vae_evaluation.nll_bound(model, x, k)
     assert abs(bound - exact) < K * exact_se
     assert se >= exact_se
     elbo = -float((log_q.exp() * log_w).sum(0).mean())

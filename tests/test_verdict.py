@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pwgf import poisson_gan, results, verdict
+from pwgf.experiments import poisson_gan, results, verdict
 
 
 def poisson_summary(spread_st, spread_pwgf, seeds=20, lr=(0.1, 0.1), variants=("pwgf_mmd",)):

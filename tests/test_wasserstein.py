@@ -1,4 +1,4 @@
-"""Tests of pwgf.wasserstein against POT's exact LP (``ot.emd2``) and the closed forms of the paper.
+"""Tests of pwgf.theory.wasserstein against POT's exact LP (``ot.emd2``) and the closed forms of the paper.
 
 Tolerance: the LP and the quantile formula are both exact in float64; they agree to a few ulps of the
 cost scale, so 1e-9 (absolute, costs of order 1-10) leaves a wide margin without hiding any error.
@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pwgf import wasserstein as W
+from pwgf.theory import wasserstein as W
 
 TOL = 1e-9
 SETTINGS = settings(max_examples=40, deadline=None)

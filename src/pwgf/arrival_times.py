@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import torch
 
-from pwgf import relax
+from pwgf import relaxations
 from pwgf._validate import check_choice, check_positive
 from pwgf.discrete import NOISE_DTYPE, POISSON_TAIL, Discrete, poisson_truncation
 
@@ -74,7 +74,7 @@ def relaxed_count(
         raise ValueError(f"tail must lie in (0, 1), got {tail!r}")
     rate_max = float(rate.detach().max())
     arrivals = max(1, poisson_truncation(rate_max * horizon(kind, rate_max, temperature, tail), tail))
-    u = relax.sample_uniform((arrivals, n, *rate.shape), generator=generator, dtype=NOISE_DTYPE, device=rate.device)
+    u = relaxations.sample_uniform((arrivals, n, *rate.shape), generator=generator, dtype=NOISE_DTYPE, device=rate.device)
     times = torch.cumsum(-torch.log(u), dim=0).to(rate.dtype) / rate
     return step((1 - times) / temperature, kind).sum(0)
 

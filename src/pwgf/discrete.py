@@ -42,7 +42,7 @@ import torch
 from scipy import stats
 from torch import distributions as D
 
-from pwgf import relax
+from pwgf import relaxations
 from pwgf._validate import check_finite, check_positive, check_positive_int
 
 __all__ = [
@@ -193,7 +193,7 @@ class Discrete:
 
     def uniform(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         r""":math:`U \sim \mathcal U(0,1)` of shape :meth:`sample_shape` (one per coordinate; categorical: per category), in :data:`NOISE_DTYPE`."""
-        return relax.sample_uniform(self.sample_shape(n), generator=generator, dtype=NOISE_DTYPE, device=self.parameter.device)
+        return relaxations.sample_uniform(self.sample_shape(n), generator=generator, dtype=NOISE_DTYPE, device=self.parameter.device)
 
     def threshold(self, noise: torch.Tensor) -> torch.Tensor:
         r"""The exact sample that ``noise`` encodes: :math:`\ind[\ell + L > 0]` for logistic :math:`L` (Bernoulli),
@@ -201,7 +201,7 @@ class Discrete:
         logits = self.logits.detach()
         if self.kind == "bernoulli":
             return (noise > -logits).to(self.dtype)
-        return relax.gumbel_argmax(logits, noise.to(self.dtype))
+        return relaxations.gumbel_argmax(logits, noise.to(self.dtype))
 
     def noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """Logistic (Bernoulli) or Gumbel (categorical) noise of shape :meth:`sample_shape`, computed in :data:`NOISE_DTYPE`, cast to the dtype."""

@@ -47,10 +47,10 @@ from typing import Any
 import torch
 from scipy.optimize import brentq
 
-from pwgf import flow, mmd, structured
-from pwgf._validate import check_positive
+from pwgf import mmd
+from pwgf._validate import check_finite, check_positive
 from pwgf.discrete import POISSON_TAIL, Discrete, as_discrete, poisson_truncation
-from pwgf.families import distribution, resolve, resolve_leaf
+from pwgf.families import costs, distribution, resolve, resolve_leaf
 
 __all__ = [
     "mean_parameter",
@@ -67,12 +67,67 @@ __all__ = [
     "DEFAULT_EPS_MMD",
     "bernoulli_reversal_move",
     "reversed_moves",
+    "costs_and_grad",
+    "sparsemax",
 ]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
 #: Default WGF step of :func:`pwgf_mmd` and :func:`pwgf_mmd_argmin`, in units of the lattice spacing per unit of :math:`\nabla f`.
 DEFAULT_EPS_MMD: float = 0.1
+
+
+def _check_tensor(x: torch.Tensor, name: str, min_ndim: int = 1) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < min_ndim or x.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty tensor with at least {min_ndim} axes, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} must be finite (got NaN or inf)")
+
+
+def sparsemax(w: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    r"""Euclidean projection of :math:`w/\tau` onto the simplex (last axis) :cite:`martins2016softmax`.
+
+    :math:`\operatorname{sparsemax}(w) = \argmax_{z\in\Delta} w^\top z - \tfrac12\|z\|^2
+    = \argmin_{z\in\Delta}\|z - w\|^2 = (w - \nu)_+`, where, with :math:`w_{(1)} \ge \dots \ge w_{(K)}`
+    sorted, the support size is :math:`k^\star = \max\{k : 1 + k w_{(k)} > \sum_{j\le k} w_{(j)}\}` and
+    :math:`\nu = (\sum_{j\le k^\star} w_{(j)} - 1)/k^\star`. Differentiable almost everywhere (autograd
+    through the sort gives its Jacobian :math:`\operatorname{diag}(s) - s s^\top/|s|`, :math:`s` the support).
+    """
+    _check_tensor(w, "w")
+    check_positive(temperature, "temperature")
+    x = w / temperature
+    srt = x.sort(dim=-1, descending=True).values
+    k = torch.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+    cums = srt.cumsum(-1)
+    support = 1 + k * srt > cums
+    k_star = support.sum(-1, keepdim=True)  # the condition holds exactly for k = 1..k_star
+    nu = (cums.gather(-1, k_star - 1) - 1) / k_star.to(x.dtype)
+    return (x - nu).clamp_min(0)
+
+
+def costs_and_grad(f: Cost, z: torch.Tensor, batch_shape: tuple[int, ...] | torch.Size = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The costs :math:`f(z_n)` and the vector field :math:`\nabla f(z_n)` at every particle (autograd).
+
+    ``z`` is ``[n, ...]`` (``[n, d]``, or one-hot ``[n, d, K]``; with examples,
+    ``[n, *batch_shape, *event_shape]``) and ``f`` maps it to costs ``[n, *batch_shape]``; particles
+    (and examples) do not interact, so the gradient of :math:`\sum_n f(z_n)` with respect to ``z`` is
+    :math:`\nabla f(z_n)` row by row. The costs keep their graph to the parameters of ``f`` (a
+    training loop can still differentiate them); the field is detached. Raises ValueError if ``f`` is
+    not differentiable in ``z`` or its gradient is not finite.
+    """
+    if not isinstance(z, torch.Tensor) or z.ndim < 1 or z.shape[0] == 0:
+        raise ValueError(f"z must be a non-empty torch.Tensor of shape [n, ...], got {getattr(z, 'shape', type(z))}")
+    check_finite(z, "z")
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        values = costs(f, z, batch_shape)
+        grad = torch.autograd.grad(values.sum(), z, retain_graph=True, allow_unused=True)[0] if values.requires_grad else None
+    if grad is None:
+        raise ValueError("f must be differentiable in z (grad f(z) is needed)")
+    check_finite(grad, "grad f(z)")
+    return values, grad
 
 
 def mean_parameter(family: str, theta: torch.Tensor) -> torch.Tensor:
@@ -84,11 +139,11 @@ def wgf_step(f: Cost, z: torch.Tensor, eps: float, batch_shape: tuple[int, ...] 
     r"""Step (B): :math:`\tilde z_n = z_n - \varepsilon\nabla f(z_n)` (Appendix B), and the costs :math:`f(z_n)`.
 
     The moved samples are detached (they are data for the projection); the costs keep their graph to
-    the parameters of ``f`` (:func:`pwgf.flow.costs_and_grad`). Raises ValueError if ``f`` is not
+    the parameters of ``f`` (:func:`pwgf.projection.costs_and_grad`). Raises ValueError if ``f`` is not
     differentiable in ``z``.
     """
     check_positive(eps, "eps")
-    fz, grad_z = flow.costs_and_grad(f, z, batch_shape)
+    fz, grad_z = costs_and_grad(f, z, batch_shape)
     return (z - eps * grad_z).detach(), fz
 
 
@@ -137,7 +192,7 @@ def st_expectation(dist: Any, *args: Any, tail: float = POISSON_TAIL) -> torch.T
     shape = (states.shape[0], *q.batch_shape, *q.event_shape)
     states = states.reshape(states.shape[0], *[1] * len(q.batch_shape), *q.event_shape).expand(shape)
     weights = q.log_prob(states).exp().detach()
-    _, grad_z = flow.costs_and_grad(f, states, q.batch_shape)
+    _, grad_z = costs_and_grad(f, states, q.batch_shape)
     mean_grad = (q.per_example(weights) * grad_z).sum(0)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(q.mean, leaf, mean_grad)
@@ -309,7 +364,7 @@ def mmd_argmin(kind: str, mean: torch.Tensor, y_tilde: torch.Tensor, h: torch.Te
       :math:`p' = \tfrac12 + (c_1 - c_0)/(2(1-\kappa))`, clipped to :math:`[0, 1]`;
     * categorical: on the simplex :math:`p^\top G p = \kappa + (1-\kappa)\lVert p\rVert^2`
       (:math:`\kappa = K(e_a, e_b)`, :math:`a \ne b`), so :math:`\Delta^2 = (1-\kappa)\lVert p - c/(1-\kappa)\rVert^2 + \text{const}`
-      and :math:`p'` is the Euclidean projection of :math:`c/(1-\kappa)` onto the simplex (:func:`pwgf.structured.sparsemax`);
+      and :math:`p'` is the Euclidean projection of :math:`c/(1-\kappa)` onto the simplex (:func:`pwgf.projection.sparsemax`);
     * Poisson: a one-dimensional minimization over the rate, :func:`_poisson_argmin`.
     """
     if kind == "bernoulli":
@@ -319,7 +374,7 @@ def mmd_argmin(kind: str, mean: torch.Tensor, y_tilde: torch.Tensor, h: torch.Te
     if kind == "categorical":
         one_minus_kappa = -torch.expm1(-1 / h**2).reshape(-1, 1)
         c = mmd.vertex_kernel(y_tilde, h).mean(0)
-        return structured.sparsemax(c / one_minus_kappa)
+        return sparsemax(c / one_minus_kappa)
     return _poisson_argmin(mean, y_tilde, h, tail)
 
 

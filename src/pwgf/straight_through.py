@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import torch
 
-from pwgf import relax
+from pwgf import relaxations
 from pwgf._validate import check_positive, check_positive_int
 from pwgf.discrete import NOISE_DTYPE, Discrete
 
@@ -66,7 +66,7 @@ def relaxed_sample(q: Discrete, n: int, generator: torch.Generator | None, tempe
 
 
 def conditional_noise(q: Discrete, hard: torch.Tensor, uniform: torch.Tensor, *, reparameterized: bool) -> torch.Tensor:
-    r"""Noise drawn given the sample ``hard``: logistic :math:`\tilde L \mid D` or Gumbel :math:`\tilde G \mid D` (:mod:`pwgf.relax`).
+    r"""Noise drawn given the sample ``hard``: logistic :math:`\tilde L \mid D` or Gumbel :math:`\tilde G \mid D` (:mod:`pwgf.relaxations`).
 
     ``uniform`` has the shape of ``hard`` (leading axes allowed). With ``reparameterized=True`` the noise
     keeps its dependence on the logits (REBAR and RELAX differentiate through it); otherwise it is a
@@ -79,8 +79,8 @@ def conditional_noise(q: Discrete, hard: torch.Tensor, uniform: torch.Tensor, *,
     # The library drew hard and uniform itself: the argument checks of the public samplers are skipped.
     logits = q.logits if reparameterized else q.logits.detach()
     if q.kind == "bernoulli":
-        return relax._conditional_logistic(logits, hard, uniform)
-    return relax._conditional_gumbel(logits.to(NOISE_DTYPE), hard, uniform.to(NOISE_DTYPE)).to(q.dtype)
+        return relaxations._conditional_logistic(logits, hard, uniform)
+    return relaxations._conditional_gumbel(logits.to(NOISE_DTYPE), hard, uniform.to(NOISE_DTYPE)).to(q.dtype)
 
 
 def gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None, temperature: float | torch.Tensor = 0.5) -> torch.Tensor:
@@ -104,7 +104,7 @@ def st_gumbel_softmax(q: Discrete, f: Cost, n: int, *, generator: torch.Generato
 def st_gumbel_softmax_point(q: Discrete, n: int, generator: torch.Generator | None = None, *, temperature: float | torch.Tensor = 0.5) -> torch.Tensor:
     r"""The straight-through point of :func:`st_gumbel_softmax`: the value of :math:`D`, the Jacobian of :math:`s`."""
     hard, _, soft = relaxed_sample(q, n, generator, temperature)
-    return relax.straight_through(hard, soft)
+    return relaxations.straight_through(hard, soft)
 
 
 def gumbel_rao(
@@ -146,7 +146,7 @@ def gumbel_rao_point(
     # Bernoulli: the K conditional uniforms are drawn in the parameter's dtype. In float32 that truncates the
     # conditional noise where its probability is below 2**-24; the noise only weights the Jacobian.
     dtype = q.dtype if q.kind == "bernoulli" else NOISE_DTYPE
-    u = relax.sample_uniform((n_conditional, *hard.shape), generator=generator, dtype=dtype, device=hard.device)
+    u = relaxations.sample_uniform((n_conditional, *hard.shape), generator=generator, dtype=dtype, device=hard.device)
     noise = conditional_noise(q, hard, u, reparameterized=False)
     logits = q.logits
     if q.kind == "bernoulli":
@@ -158,7 +158,7 @@ def gumbel_rao_point(
         soft = weight * logits
     else:
         soft = _soft(q, logits + noise, temperature).mean(0)
-    return relax.straight_through(hard, soft)
+    return relaxations.straight_through(hard, soft)
 
 
 def gapped_st(
@@ -197,7 +197,7 @@ def gapped_st_point(q: Discrete, n: int, generator: torch.Generator | None = Non
     shift = _gapped_logits(q, logits.detach(), hard, gap) - logits.detach()
     # A category of probability zero (logit -inf) stays at -inf, with no shift.
     soft = _soft(q, logits + torch.where(torch.isinf(logits), 0.0, shift), temperature)
-    return relax.straight_through(hard, soft)
+    return relaxations.straight_through(hard, soft)
 
 
 def _gapped_logits(q: Discrete, logits: torch.Tensor, hard: torch.Tensor, gap: float) -> torch.Tensor:
@@ -240,7 +240,7 @@ def reinmax_point(q: Discrete, n: int, generator: torch.Generator | None = None,
         # softmax(stop(log pi - l) + l) has the value pi and the Jacobian J(pi); categories with pi = 0 stay at -inf.
         shift = torch.where(pi > 0, torch.log(pi) - logits.detach(), -torch.inf)
         surrogate_point = 2 * torch.softmax(shift + logits, dim=-1) - 0.5 * p
-    return relax.straight_through(hard, surrogate_point)
+    return relaxations.straight_through(hard, surrogate_point)
 
 
 def zgr(q: Discrete, f: Cost, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -274,7 +274,7 @@ def zgr_point(q: Discrete, n: int, generator: torch.Generator | None = None) -> 
         log_p_hard = torch.where(hard > 0, torch.log_softmax(logits, dim=-1), 0.0).sum(-1, keepdim=True)
     # ST's point p has the Jacobian J(p); DARN's, stop(D - p) log p(D), has (D - p)(D - p)^T.
     darn = (hard - p.detach()) * log_p_hard
-    return relax.straight_through(hard, 0.5 * (p + darn))
+    return relaxations.straight_through(hard, 0.5 * (p + darn))
 
 
 #: Estimator name -> its straight-through point ``point(q, n, generator, **options)``: samples

@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-from pwgf import relax
+from pwgf import relaxations
 from pwgf.discrete import NOISE_DTYPE, Discrete
 
 __all__ = ["MAX_SET_SIZE", "unordered_set", "set_terms"]
@@ -108,7 +108,7 @@ def unordered_set(q: Discrete, f: Cost, n_samples: int, *, generator: torch.Gene
     batch_ndim = len(q.batch_shape)
     grid = states.reshape(len(states), *[1] * batch_ndim, *q.event_shape).expand(len(states), *q.batch_shape, *q.event_shape)
     log_p = q.log_prob(grid).movedim(0, -1)  # [*batch_shape, S], differentiable
-    uniform = relax.sample_uniform(log_p.shape, generator=generator, dtype=NOISE_DTYPE, device=log_p.device)
+    uniform = relaxations.sample_uniform(log_p.shape, generator=generator, dtype=NOISE_DTYPE, device=log_p.device)
     gumbel = -torch.log(-torch.log(uniform))
     index = torch.topk(log_p.detach().to(NOISE_DTYPE) + gumbel, n_samples, dim=-1).indices  # [*batch_shape, k]
     log_p_set = log_p.gather(-1, index)

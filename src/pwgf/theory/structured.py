@@ -32,9 +32,9 @@ import itertools
 import torch
 
 from pwgf._validate import check_positive, check_positive_int
+from pwgf.projection import _check_tensor
 
 __all__ = [
-    "sparsemax",
     "finite_argmax",
     "finite_softmax",
     "ksubsets",
@@ -50,37 +50,7 @@ __all__ = [
 ]
 
 
-def _check_tensor(x: torch.Tensor, name: str, min_ndim: int = 1) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim < min_ndim or x.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty tensor with at least {min_ndim} axes, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} must be finite (got NaN or inf)")
-
-
 # ---- the simplex -------------------------------------------------------------------------------------
-
-
-def sparsemax(w: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
-    r"""Euclidean projection of :math:`w/\tau` onto the simplex (last axis) :cite:`martins2016softmax`.
-
-    :math:`\operatorname{sparsemax}(w) = \argmax_{z\in\Delta} w^\top z - \tfrac12\|z\|^2
-    = \argmin_{z\in\Delta}\|z - w\|^2 = (w - \nu)_+`, where, with :math:`w_{(1)} \ge \dots \ge w_{(K)}`
-    sorted, the support size is :math:`k^\star = \max\{k : 1 + k w_{(k)} > \sum_{j\le k} w_{(j)}\}` and
-    :math:`\nu = (\sum_{j\le k^\star} w_{(j)} - 1)/k^\star`. Differentiable almost everywhere (autograd
-    through the sort gives its Jacobian :math:`\operatorname{diag}(s) - s s^\top/|s|`, :math:`s` the support).
-    """
-    _check_tensor(w, "w")
-    check_positive(temperature, "temperature")
-    x = w / temperature
-    srt = x.sort(dim=-1, descending=True).values
-    k = torch.arange(1, x.shape[-1] + 1, dtype=x.dtype)
-    cums = srt.cumsum(-1)
-    support = 1 + k * srt > cums
-    k_star = support.sum(-1, keepdim=True)  # the condition holds exactly for k = 1..k_star
-    nu = (cums.gather(-1, k_star - 1) - 1) / k_star.to(x.dtype)
-    return (x - nu).clamp_min(0)
 
 
 # ---- a finite set of structures given as a matrix ----------------------------------------------------

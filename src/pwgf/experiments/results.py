@@ -3,7 +3,7 @@
 Every file is written atomically (a temporary file in the same folder, flushed and fsync'ed, then
 ``os.replace``), so a process killed mid-write leaves either the old file or the whole new one,
 never a half-written one, and is created with the permissions the process's umask allows (as
-``open`` would), so that collaborators on a shared filesystem can read it. :mod:`pwgf.sweep` stores
+``open`` would), so that collaborators on a shared filesystem can read it. :mod:`pwgf.experiments.sweep` stores
 one such file per run of a sweep, named by :func:`run_key`: a readable prefix and a hash of the
 config's canonical JSON (:func:`canonical_json`), so two different configs never share a file.
 

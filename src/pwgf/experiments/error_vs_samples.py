@@ -11,7 +11,7 @@ at probabilities :math:`p_i \sim \mathrm U(0.1, 0.9)` (:func:`problem`). A run (
 mean squared error :math:`\frac1R\sum_r\lVert\hat g_r - g\rVert^2/\lVert g\rVert^2` against the exact
 gradient :math:`g` (enumeration of the :math:`2^d` states), with its standard error, the relative
 squared bias and the relative variance. Configs are flat dicts ``{estimator, d, n, replicates, seed}``
-(:func:`configs`); the notebook ``notebooks/error_vs_samples.md`` runs them with :func:`pwgf.sweep.run_sweep`
+(:func:`configs`); the notebook ``notebooks/error_vs_samples.md`` runs them with :func:`pwgf.experiments.sweep.run_sweep`
 after :func:`validate_parameters` has checked its parameters.
 """
 
@@ -25,7 +25,7 @@ import torch
 from pwgf import estimators as est
 from pwgf import exact
 from pwgf._validate import check_choice, check_list, check_positive_int
-from pwgf.sweep import check_scheduler
+from pwgf.experiments.sweep import check_scheduler
 
 __all__ = ["MAX_DIM", "problem", "run", "configs", "validate_parameters"]
 
@@ -74,7 +74,7 @@ def validate_parameters(
 
     ``estimators``: names of :data:`pwgf.estimators.ESTIMATORS` for the Bernoulli family; ``dims``:
     integers in [1, :data:`MAX_DIM`]; ``n_samples``: integers >= 2 (the leave-one-out baseline); ``replicates``
-    >= 2 (a variance); ``seed`` >= 0; ``scheduler`` and ``workers`` as :func:`pwgf.sweep.run_sweep` takes them.
+    >= 2 (a variance); ``seed`` >= 0; ``scheduler`` and ``workers`` as :func:`pwgf.experiments.sweep.run_sweep` takes them.
     """
     for name in check_list(estimators, "estimators"):
         check_choice(name, _bernoulli_estimators(), "estimator (in estimators)")

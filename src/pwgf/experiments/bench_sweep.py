@@ -1,4 +1,4 @@
-r"""Overhead of the sweep engine per run: ``python -m pwgf.bench_sweep --output _build/bench_sweep.json``.
+r"""Overhead of the sweep engine per run: ``python -m pwgf.experiments.bench_sweep --output _build/bench_sweep.json``.
 
 The run function :func:`busy` keeps one core busy for a fixed wall-clock time ``seconds`` (small
 float64 matrix products until ``time.perf_counter`` passes a deadline). Busy rather than asleep: like
@@ -9,7 +9,7 @@ baseline :math:`N d` whatever else loads the machine.
 For each run duration :math:`d` in :data:`DURATIONS`, :math:`N` runs are timed (wall clock :math:`T`):
 
 * ``direct``: a Python loop calling :func:`busy` :math:`N` times, the baseline :math:`T_0 \approx N d`;
-* ``in-process``: :func:`pwgf.sweep.run_sweep` with ``workers=1`` (result files, progress bar, one thread);
+* ``in-process``: :func:`pwgf.experiments.sweep.run_sweep` with ``workers=1`` (result files, progress bar, one thread);
 * ``local``: ``run_sweep(workers=W)``, which starts and stops its own LocalCluster of :math:`W`
   worker processes inside :math:`T`;
 * ``cluster``: ``run_sweep(scheduler=address)`` on a LocalCluster of :math:`W` workers that is
@@ -38,8 +38,8 @@ from typing import Any
 import torch
 
 from pwgf._validate import check_positive, check_positive_int
-from pwgf.results import atomic_write_json
-from pwgf.sweep import local_cluster, run_sweep
+from pwgf.experiments.results import atomic_write_json
+from pwgf.experiments.sweep import local_cluster, run_sweep
 
 __all__ = ["DURATIONS", "RUNS", "GOAL_PERCENT", "busy", "measure", "run", "main"]
 
@@ -124,7 +124,7 @@ def run(durations: Sequence[float] = DURATIONS, runs: Sequence[int] = RUNS, work
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line: ``--output`` JSON path, ``--workers``, ``--runs`` (one count per duration of :data:`DURATIONS`)."""
-    parser = argparse.ArgumentParser(prog="python -m pwgf.bench_sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pwgf.experiments.bench_sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("_build/bench_sweep.json"), help="where to write the JSON record")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the local and cluster modes")
     parser.add_argument("--runs", type=int, nargs=len(DURATIONS), default=list(RUNS),

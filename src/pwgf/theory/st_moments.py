@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from scipy import integrate, special
 
-from pwgf import estimators, flow
+from pwgf import estimators, projection
 from pwgf._validate import check_choice, check_positive, check_positive_int
 from pwgf.discrete import Discrete
 from pwgf.families import resolve_leaf
@@ -187,7 +187,7 @@ def _enumerate(dist: Any, args: tuple[Any, ...]) -> _Enumeration:
     states = q.support()
     with torch.no_grad():
         weights = q.log_prob(states).exp()
-    _, slopes = flow.costs_and_grad(f, states)
+    _, slopes = projection.costs_and_grad(f, states)
     weights = weights.reshape(-1, *[1] * (states.ndim - 1))
     with torch.enable_grad():
         logits = q.logits
@@ -273,7 +273,7 @@ def edges(f: Cost, d: int, dtype: torch.dtype = torch.float64) -> Edges:
     index = torch.arange(2**d)
     bits = d - 1 - torch.arange(d)  # the bit of coordinate k in a state's index
     states = ((index[:, None] >> bits) & 1).to(dtype)
-    values, slopes = flow.costs_and_grad(f, states)
+    values, slopes = projection.costs_and_grad(f, states)
     low = ((index[None, :] >> bits[:, None]) & 1) == 0  # [d, S]: state has z_k = 0
     lower = index.expand(d, -1)[low].reshape(d, -1).T  # [S/2, d]
     upper = lower + (1 << bits)

@@ -1,14 +1,14 @@
 r"""The book's verdict on the paper's experimental claims, computed from the experiments' summaries.
 
-Each function below turns one experiment's ``summary.json`` (:func:`pwgf.results.read_summary`) into
+Each function below turns one experiment's ``summary.json`` (:func:`pwgf.experiments.results.read_summary`) into
 rows of the Verdict chapter: a claim of :cite:`cheng2018straight`, its ``status`` (one of
-:data:`STATUSES`) decided by a stated, calibrated rule from the numbers (:mod:`pwgf.decision`), and the
+:data:`STATUSES`) decided by a stated, calibrated rule from the numbers (:mod:`pwgf.experiments.decision`), and the
 ``evidence`` (the numbers, as text). No status is typed: a rerun at another scale prints the statuses
 its own numbers support. A claim whose inputs were not run (an estimator left out, fewer than two
 seeds) reads :data:`NOT_RUN` and says what is missing.
 
 * Table 1 (Poisson inference, ``poisson_inference``): the decision rule of the Poisson page,
-  :func:`pwgf.poisson_gan.compare_spreads` (exact 90% intervals over paired seeds of a ratio of spreads:
+  :func:`pwgf.experiments.poisson_gan.compare_spreads` (exact 90% intervals over paired seeds of a ratio of spreads:
   Pitman-Morgan for standard deviations, Fieller for means), applied to the per-seed rows the page
   writes; the paper's "std" is read primarily as the within-run oscillation (:data:`PRIMARY_READING`).
 * Gradient error against samples (``error_vs_samples``): the page's crossover, decided beyond two
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pwgf import decision, poisson_gan
-from pwgf.results import read_summary, summary_path
+from pwgf.experiments import decision, poisson_gan
+from pwgf.experiments.results import read_summary, summary_path
 
 __all__ = [
     "STATUSES",
@@ -64,7 +64,7 @@ STATUSES: tuple[str, ...] = (
 NOT_RUN = "not yet run here"
 #: The pWGF estimators an experiment may have run: the book's Gauss-Newton step and the paper's literal argmin step.
 PWGF_VARIANTS: dict[str, str] = {"pwgf_mmd": "pWGF-MMD (the book's step)", "pwgf_mmd_argmin": "pWGF-MMD (the paper's argmin step)"}
-#: One-sided level of every test, and familywise level of every "not reproduced" (:data:`pwgf.decision.ALPHA`).
+#: One-sided level of every test, and familywise level of every "not reproduced" (:data:`pwgf.experiments.decision.ALPHA`).
 ALPHA: float = decision.ALPHA
 #: Two-sided level of every interval shown beside a status: each end is a one-sided test at :data:`ALPHA`.
 LEVEL: float = 1 - 2 * ALPHA
@@ -97,7 +97,7 @@ def _interval_text(comparison: Mapping[str, Any]) -> str:
     return f"{comparison['ratio']:.2f} ({comparison['level']:.0%} interval [{low:.2f}, {high:.2f}])"
 
 
-#: How :func:`pwgf.poisson_gan.compare_spreads` decisions read, with pWGF as the subject.
+#: How :func:`pwgf.experiments.poisson_gan.compare_spreads` decisions read, with pWGF as the subject.
 _RELATION = {"smaller": "significantly smaller than", "larger": "significantly larger than",
              "no significant difference": "not significantly different from"}
 
@@ -134,7 +134,7 @@ def table1_claims(summary: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     A claim whose runs are absent (no summary, the variant or ST not run at the rate, fewer than two
     seeds, no other estimator to compare with) reads :data:`NOT_RUN` and says what is missing.
 
-    Every interval is :func:`pwgf.poisson_gan.compare_spreads` at :data:`LEVEL` over paired seeds, and
+    Every interval is :func:`pwgf.experiments.poisson_gan.compare_spreads` at :data:`LEVEL` over paired seeds, and
     every status has the three outcomes of :func:`_ratio_status` against the paper's effect:
 
     * *lower std* (Table 1: pWGF 0.013 against ST 0.161, a ratio of 12.4): decided on the
@@ -400,18 +400,18 @@ def table2_claims(summary: Any, metric: str = TABLE2_METRIC) -> list[dict[str, A
 
     Lower is better (``metric``: the test negative ELBO, or the NLL bound). The runs of one seed share
     the model's initialization and the order of the batches whatever the estimator
-    (:func:`pwgf.vae_training.train`), so every comparison is paired over the seeds both estimators
-    ran, with the calibrated rules of :mod:`pwgf.decision` at :data:`ALPHA`:
+    (:func:`pwgf.experiments.vae_training.train`), so every comparison is paired over the seeds both estimators
+    ran, with the calibrated rules of :mod:`pwgf.experiments.decision` at :data:`ALPHA`:
 
     * *pWGF comparable with ST*, an equivalence within :data:`COMPARABILITY_MARGIN` on every
-      architecture present (:func:`pwgf.decision.equivalence_claim`).
+      architecture present (:func:`pwgf.experiments.decision.equivalence_claim`).
     * *pWGF and ST beat RELAX, REBAR and Gumbel-Softmax* (where the paper reports them), *ARM beats
       pWGF and ST*, and *pWGF and ST beat every other estimator but ARM* (the book's extension of the
       paper's sentence to every estimator run here; the other pWGF variant is pWGF itself, not an other
-      method): ordered claims (:func:`pwgf.decision.ordered_claim`), Holm over all their comparisons.
+      method): ordered claims (:func:`pwgf.experiments.decision.ordered_claim`), Holm over all their comparisons.
 
     Every one is a claim about converged models: unless every run it compares has ``converged``
-    (:func:`pwgf.vae_experiment.converged`), its status is ``inconclusive`` and the evidence says why
+    (:func:`pwgf.experiments.vae_experiment.converged`), its status is ``inconclusive`` and the evidence says why
     and what the rule would have read. A claim whose comparisons lack two shared seeds reads
     :data:`NOT_RUN`, as does every claim without a summary.
     """

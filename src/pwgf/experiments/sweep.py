@@ -4,8 +4,8 @@ A sweep is a list of configs (flat dicts), a run function and an output folder. 
 adds to every config the version of the library code the run executes (``code``,
 :func:`code_version`), skips the runs whose result file holds exactly that config, runs the missing
 ones on an executor, and writes each result as it arrives to ``out_dir / f"{run_key(config)}.json"``
-(:func:`pwgf.results.run_key`: readable settings and a hash of the config), holding
-``{"config": ..., "result": ...}``, atomically (:func:`pwgf.results.atomic_write_json`). An interrupted
+(:func:`pwgf.experiments.results.run_key`: readable settings and a hash of the config), holding
+``{"config": ..., "result": ...}``, atomically (:func:`pwgf.experiments.results.atomic_write_json`). An interrupted
 sweep therefore leaves only whole result files, rerunning it computes only what is missing, and a
 change of the library code the runs execute computes them again. The executor is chosen by ``scheduler``:
 
@@ -85,7 +85,7 @@ import torch
 
 from pwgf._extras import missing_extra
 from pwgf._validate import check_positive_int
-from pwgf.results import atomic_open, atomic_write_text, canonical_json, check_json, read_json, run_key
+from pwgf.experiments.results import atomic_open, atomic_write_text, canonical_json, check_json, read_json, run_key
 
 try:
     from dask.system import CPU_COUNT
@@ -116,7 +116,7 @@ def checkpoint_path(out_dir: str | Path, config: Mapping[str, Any]) -> Path:
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` to ``path`` with ``torch.save``, atomically (:func:`pwgf.results.atomic_open`).
+    """Write ``state`` to ``path`` with ``torch.save``, atomically (:func:`pwgf.experiments.results.atomic_open`).
 
     ``state`` is a dict of tensors, ``state_dict``\\ s, generator states (``torch.Generator.get_state()``,
     ``numpy.random.Generator.bit_generator.state``, ``random.Random.getstate()``), numbers, strings,
@@ -210,7 +210,7 @@ def _imported_modules(module: str) -> frozenset[str]:
 def run_config(config: Mapping[str, Any], run: RunFunction, *, code: str | None = None) -> dict[str, Any]:
     """The config of ``run`` as :func:`run_sweep` stores it and passes it to the run: ``config`` with
     ``"code"`` set to :func:`code_version` of ``run`` (``code``, if given, saves computing it), read
-    back from its canonical JSON (:func:`pwgf.results.canonical_json`; tuples become lists).
+    back from its canonical JSON (:func:`pwgf.experiments.results.canonical_json`; tuples become lists).
 
     A config that already holds ``"code"`` must hold this version (ValueError otherwise); a config
     that is not JSON-serializable is refused (TypeError, ValueError for NaN or infinity), naming the

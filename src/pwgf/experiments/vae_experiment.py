@@ -1,9 +1,9 @@
-r"""The Bernoulli VAE experiment (Table 2) assembled from runs of :func:`pwgf.vae_training.train`.
+r"""The Bernoulli VAE experiment (Table 2) assembled from runs of :func:`pwgf.experiments.vae_training.train`.
 
 **Protocol**, the same for every estimator:
 
 1. *Tuning.* Every setting of a small grid, the learning rate and the estimator's knobs
-   (:data:`pwgf.vae_training.KNOBS`: the temperature of the Gumbel family and ReinMax, pWGF's step and
+   (:data:`pwgf.experiments.vae_objective.KNOBS`: the temperature of the Gumbel family and ReinMax, pWGF's step and
    bandwidth), is trained on tuning seeds that are not reported, on every architecture or on one
    (``tuning_arch``), without test evaluations (:func:`tuning_configs`).
 2. *Selection.* For each architecture and estimator, the setting with the lowest validation negative
@@ -11,12 +11,12 @@ r"""The Bernoulli VAE experiment (Table 2) assembled from runs of :func:`pwgf.va
 3. *Reported runs.* The selected setting on fresh seeds, with the gradient-variance measurements and
    the test figures at each run's best validation checkpoint (:func:`reported_configs`).
 
-Configs are flat dicts (:mod:`pwgf.vae_training`); every one is validated when it is made, so a bad
+Configs are flat dicts (:mod:`pwgf.experiments.vae_training`); every one is validated when it is made, so a bad
 setting fails before any run starts. :func:`summary_rows` turns the reported records into the rows of
-``summary.json`` and ``summary.csv`` (:data:`SUMMARY_FIELDS`), which :mod:`pwgf.verdict` reads: with
+``summary.json`` and ``summary.csv`` (:data:`SUMMARY_FIELDS`), which :mod:`pwgf.experiments.verdict` reads: with
 each run's ``steps``, ``best_step`` and whether it ``converged`` (:func:`converged`, the rule every
 claim about trained models waits for), and for pWGF-MMD the mean ``reversed_share`` of units in the
-estimator's sign-reversed regime (:func:`pwgf.vae_training.reversed_share`).
+estimator's sign-reversed regime (:func:`pwgf.experiments.vae_training.reversed_share`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from pwgf import estimators, results
+from pwgf import estimators
 from pwgf._validate import check_choice, check_list, check_positive, check_positive_int
-from pwgf.sweep import check_scheduler
-from pwgf.vae import ARCHITECTURES
-from pwgf.vae_training import ESTIMATOR_NAMES, KNOBS, code_version, validate_config
+from pwgf.experiments import results
+from pwgf.experiments.sweep import check_scheduler
+from pwgf.experiments.vae import ARCHITECTURES
+from pwgf.experiments.vae_objective import ESTIMATOR_NAMES, KNOBS
+from pwgf.experiments.vae_training import code_version, validate_config
 
 __all__ = [
     "ARM_PROTOCOL",
@@ -79,7 +81,7 @@ def converged(
 ) -> bool:
     r"""Whether a run's validation curve has levelled off: the rule every claim about converged models waits for.
 
-    ``history`` holds the run's evaluations (``step``, ``valid_neg_elbo``; :func:`pwgf.vae_training.train`),
+    ``history`` holds the run's evaluations (``step``, ``valid_neg_elbo``; :func:`pwgf.experiments.vae_training.train`),
     ``steps`` its length. With :math:`s_0 = (1 - \text{window})\,\text{steps}`, the best validation -ELBO
     among evaluations at steps :math:`\le s_0` must exceed the best of the whole run by less than
     ``tolerance`` nats. A run with no evaluation after :math:`s_0`, or none at or before it, has not
@@ -97,7 +99,7 @@ def converged(
 
 
 def reversed_share(history: Sequence[Mapping[str, Any]]) -> float | None:
-    """The mean over a run's evaluations of :func:`pwgf.vae_training.reversed_share` (None for estimators other than pWGF-MMD)."""
+    """The mean over a run's evaluations of :func:`pwgf.experiments.vae_training.reversed_share` (None for estimators other than pWGF-MMD)."""
     shares = [h["reversed_share"] for h in history if h.get("reversed_share") is not None]
     return float(np.mean(shares)) if shares else None
 
@@ -231,7 +233,7 @@ def summary_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_summary(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """``summary.json`` and ``summary.csv`` in ``out_dir``, atomically (:func:`pwgf.results.write_summary`)."""
+    """``summary.json`` and ``summary.csv`` in ``out_dir``, atomically (:func:`pwgf.experiments.results.write_summary`)."""
     return results.write_summary(out_dir, SUMMARY_FIELDS, rows, extra)
 
 
@@ -242,7 +244,7 @@ def curve_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def variance_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Gradient-variance measurements: one row per run and checkpoint (:func:`pwgf.vae_training.gradient_variance`)."""
+    """Gradient-variance measurements: one row per run and checkpoint (:func:`pwgf.experiments.vae_evaluation.gradient_variance`)."""
     return [{"arch": r["config"]["arch"], "estimator": r["config"]["estimator"], "seed": r["config"]["seed"], **v}
             for r in records for v in r["result"]["variance"]]
 
@@ -263,13 +265,13 @@ def validate_parameters(
 ) -> None:
     """Check the parameters of ``notebooks/bernoulli_vae.md`` before any run; ValueError naming the parameter.
 
-    ``archs`` and ``estimator_names``: non-empty lists without repeats, of :data:`pwgf.vae.ARCHITECTURES`
-    and :data:`pwgf.vae_training.ESTIMATOR_NAMES`; ``tuning_arch`` one of the architectures or None;
+    ``archs`` and ``estimator_names``: non-empty lists without repeats, of :data:`pwgf.experiments.vae.ARCHITECTURES`
+    and :data:`pwgf.experiments.vae_objective.ESTIMATOR_NAMES`; ``tuning_arch`` one of the architectures or None;
     ``n_seeds`` reported seeds 0..``n_seeds``-1, at least 2 (means over seeds) and below the tuning seeds,
     10000 onwards (``n_tuning_seeds`` >= 1); every config of the tuning sweep, and every config of the
-    reported sweep whatever setting the tuning selects, validated (:func:`pwgf.vae_training.validate_config`),
+    reported sweep whatever setting the tuning selects, validated (:func:`pwgf.experiments.vae_training.validate_config`),
     so that no setting fails after the tuning sweep has run; ``scheduler`` and ``workers`` as
-    :func:`pwgf.sweep.run_sweep` takes them.
+    :func:`pwgf.experiments.sweep.run_sweep` takes them.
     """
     for arch in check_list(archs, "archs"):
         check_choice(arch, ARCHITECTURES, "arch (in archs)")

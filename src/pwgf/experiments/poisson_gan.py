@@ -22,14 +22,14 @@ mini-batch of ``batch`` of them uniformly with replacement and ``batch`` fresh g
 an epoch is ``iters`` iterations, and :math:`\lambda` is recorded after every epoch. The seed fixes
 the data set, the discriminator's initialization and every draw, so runs of different estimators
 with one seed see the same data (paired comparison). A sweep runs :func:`train` over its configs with
-:func:`pwgf.sweep.run_sweep`, on this machine or a Dask cluster. Every run's config is a flat dict
-(short keys, because the readable part of its result file's name is made of them by :func:`pwgf.results.run_key`):
+:func:`pwgf.experiments.sweep.run_sweep`, on this machine or a Dask cluster. Every run's config is a flat dict
+(short keys, because the readable part of its result file's name is made of them by :func:`pwgf.experiments.results.run_key`):
 
 ``estimator, seed, lambda0, lambda_init, n_data, epochs, iters, batch, lr_g, lr_d, width, loss, eps, bw, var_reps, code``
 
 ``eps`` and ``bw``, the pWGF step and MMD kernel bandwidth, are ``None`` for estimators that do not
 use them; ``code`` is :func:`code_version`, the version of the library code a run executes (which
-:func:`pwgf.sweep.run_sweep` would add), so results of older library code are never reused. With
+:func:`pwgf.experiments.sweep.run_sweep` would add), so results of older library code are never reused. With
 ``var_reps > 0`` the run also measures, at the epochs :func:`variance_epochs`, the mean and
 variance of ``var_reps`` independent estimates of the gradient at the current
 :math:`(\lambda, \omega)` together with the exact gradient (truncated enumeration, ``"exact"``), on
@@ -48,8 +48,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pwgf import decision, estimators, families, results, sweep
+from pwgf import estimators, families
 from pwgf._validate import check_choice, check_list, check_positive, check_positive_int
+from pwgf.experiments import decision, results, sweep
 
 __all__ = [
     "ESTIMATOR_NAMES",
@@ -150,7 +151,7 @@ def discriminator_loss(discriminator: Discriminator, real: torch.Tensor, fake: t
 
 
 def code_version() -> str:
-    """The version of the library code a run of :func:`train` executes (:func:`pwgf.sweep.code_version`)."""
+    """The version of the library code a run of :func:`train` executes (:func:`pwgf.experiments.sweep.code_version`)."""
     return sweep.code_version(train)
 
 
@@ -207,7 +208,7 @@ def _gradient_moments(config: Mapping[str, Any], lam: torch.Tensor, f: Callable[
 
 def train(config: Mapping[str, Any]) -> dict[str, Any]:
     """One GAN run (module docstring); returns ``lambda`` after each epoch, data statistics, variance
-    checkpoints and the run's compute time in ``seconds``. A sweep runs it with :func:`pwgf.sweep.run_sweep`,
+    checkpoints and the run's compute time in ``seconds``. A sweep runs it with :func:`pwgf.experiments.sweep.run_sweep`,
     which refuses to run it in a process whose library code is not the config's ``code``.
     """
     c = validate_config(config)
@@ -399,7 +400,7 @@ def summarize(records: Iterable[Mapping[str, Any]], window: int) -> list[dict[st
 
 
 def write_summary(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``summary.json`` (``{"fields", "rows", **extra}``) and ``summary.csv`` atomically (:func:`pwgf.results.write_summary`); return both paths."""
+    """Write ``summary.json`` (``{"fields", "rows", **extra}``) and ``summary.csv`` atomically (:func:`pwgf.experiments.results.write_summary`); return both paths."""
     return results.write_summary(out_dir, SUMMARY_FIELDS, rows, extra)
 
 
@@ -437,9 +438,9 @@ def compare_spreads(
     ``rows`` are :func:`per_seed` rows; ``measure`` is a key of :data:`SPREAD_MEASURES`. Returns ``ratio`` =
     measure(reference) / measure(estimator) on all seeds, its two-sided ``level`` ``interval`` over the
     seeds, paired (both estimators ran on the same seeds and data), exact under normality:
-    Pitman-Morgan for ``final_std`` (:func:`pwgf.decision.pitman_morgan_interval`), Fieller for the
+    Pitman-Morgan for ``final_std`` (:func:`pwgf.experiments.decision.pitman_morgan_interval`), Fieller for the
     ratio of mean within-run spreads (``within_std``) and of mean squared errors (``rmse``, square-rooted;
-    :func:`pwgf.decision.fieller_interval`). With two seeds the Pitman-Morgan interval is undefined and
+    :func:`pwgf.experiments.decision.fieller_interval`). With two seeds the Pitman-Morgan interval is undefined and
     ``[0, inf)`` is returned. ``decision``: ``"smaller"`` if the interval lies above 1 (the
     estimator's spread is significantly smaller, one-sided at :math:`(1 - \\text{level})/2`), ``"larger"``
     if it lies below 1, ``"no significant difference"`` otherwise. The Poisson page's verdict and the

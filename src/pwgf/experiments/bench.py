@@ -1,4 +1,4 @@
-r"""Wall-clock benchmark of every registered estimator: ``python -m pwgf.bench --output _build/bench.json``.
+r"""Wall-clock benchmark of every registered estimator: ``python -m pwgf.experiments.bench --output _build/bench.json``.
 
 For each family, each estimator that applies to it (:data:`pwgf.estimators.ESTIMATORS`), each dimension
 ``d`` and each sample size ``n``, one call of :func:`pwgf.estimators.estimate` is timed with
@@ -36,8 +36,8 @@ from torch.nn import functional as F
 
 from pwgf import estimators
 from pwgf._validate import check_positive_int
+from pwgf.experiments.results import atomic_write_json
 from pwgf.families import FAMILIES
-from pwgf.results import atomic_write_json
 
 __all__ = [
     "DIMENSIONS", "SAMPLE_SIZES", "CATEGORIES", "TARGET_RATIO", "MODEL_SHAPE", "MODEL_TARGETS", "FLOOR_TARGET",
@@ -290,7 +290,7 @@ def _meta(repeats: int, seed: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line: ``--output`` JSON path, ``--repeats``, ``--threads`` (torch intra-op threads, default 1)."""
-    parser = argparse.ArgumentParser(prog="python -m pwgf.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pwgf.experiments.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("_build/bench.json"), help="where to write the JSON record")
     parser.add_argument("--repeats", type=int, default=15, help="timed calls per configuration (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 gives the steadiest timings)")

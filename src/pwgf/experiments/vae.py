@@ -188,7 +188,7 @@ class BernoulliVAE(nn.Module):
 
         By default ``x`` and ``z`` must be binary. With ``relaxed=True`` only their shapes and dtype are
         checked and ``z`` may be any real tensor: the *unchecked path* on which the training costs of
-        :mod:`pwgf.vae_training` run, because pathwise and relaxed estimators evaluate the cost at
+        :mod:`pwgf.experiments.vae_training` run, because pathwise and relaxed estimators evaluate the cost at
         real-valued points (a relaxed sample in :math:`(0,1)^d`, the mean :math:`p`, a moved sample
         :math:`z - \varepsilon\nabla f`). There every factor keeps its closed form
         :math:`v\,\ell - \log(1 + e^{\ell})` in the logits :math:`\ell` (what

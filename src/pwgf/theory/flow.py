@@ -20,10 +20,17 @@ from collections.abc import Callable
 
 import torch
 
-from pwgf._validate import check_choice, check_finite
-from pwgf.families import POISSON_TAIL, costs, log_prob, support
+from pwgf._validate import check_choice
+from pwgf.families import POISSON_TAIL, log_prob, support
+from pwgf.projection import costs_and_grad
 
-__all__ = ["costs_and_grad", "grad_field", "wgf_step", "pushforward", "mean_projection", "projected_step"]
+__all__ = [
+    "grad_field",
+    "wgf_step",
+    "pushforward",
+    "mean_projection",
+    "projected_step",
+]
 
 Cost = Callable[[torch.Tensor], torch.Tensor]
 
@@ -36,29 +43,6 @@ def _check_eps(eps: float) -> float:
     if not eps >= 0.0 or eps == float("inf"):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     return eps
-
-
-def costs_and_grad(f: Cost, z: torch.Tensor, batch_shape: tuple[int, ...] | torch.Size = ()) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The costs :math:`f(z_n)` and the vector field :math:`\nabla f(z_n)` at every particle (autograd).
-
-    ``z`` is ``[n, ...]`` (``[n, d]``, or one-hot ``[n, d, K]``; with examples,
-    ``[n, *batch_shape, *event_shape]``) and ``f`` maps it to costs ``[n, *batch_shape]``; particles
-    (and examples) do not interact, so the gradient of :math:`\sum_n f(z_n)` with respect to ``z`` is
-    :math:`\nabla f(z_n)` row by row. The costs keep their graph to the parameters of ``f`` (a
-    training loop can still differentiate them); the field is detached. Raises ValueError if ``f`` is
-    not differentiable in ``z`` or its gradient is not finite.
-    """
-    if not isinstance(z, torch.Tensor) or z.ndim < 1 or z.shape[0] == 0:
-        raise ValueError(f"z must be a non-empty torch.Tensor of shape [n, ...], got {getattr(z, 'shape', type(z))}")
-    check_finite(z, "z")
-    z = z.detach().requires_grad_(True)
-    with torch.enable_grad():
-        values = costs(f, z, batch_shape)
-        grad = torch.autograd.grad(values.sum(), z, retain_graph=True, allow_unused=True)[0] if values.requires_grad else None
-    if grad is None:
-        raise ValueError("f must be differentiable in z (grad f(z) is needed)")
-    check_finite(grad, "grad f(z)")
-    return values, grad
 
 
 def grad_field(f: Cost, z: torch.Tensor) -> torch.Tensor:
