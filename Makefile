@@ -13,6 +13,12 @@ JOBS ?= 2
 # workers and kernels (measured: 5 ms per REINFORCE estimate with one thread, 23 ms with two under load).
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
+# Pinned CPU code paths (pwgf.experiments.vae_training.numerics): AVX-512 and AVX2 kernels round differently, so
+# without these a run's bits depend on the machine; with them every x86-64 machine with AVX2 gives the same bits,
+# which the replay of the committed long runs checks.
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := AVX2,STRICT
+export ONEDNN_MAX_CPU_ISA := AVX2
 
 CHAPTERS := $(sort $(wildcard book/*.md))
 EXPERIMENTS := $(patsubst notebooks/%.md,%,$(sort $(wildcard notebooks/*.md)))
@@ -31,7 +37,7 @@ TEST_RESULTS_DIR := $(CURDIR)/$(TEST_DIR)/results
 TEST_SITE := $(TEST_DIR)/site
 TEST_SITE_MARKER := _build/html/.test-scale
 
-.PHONY: help setup book experiments chapters-ipynb cache-guard test test-unit lint test-notebooks test-build test-site bench notebooks-branch clean
+.PHONY: help setup book experiments long-runs replay chapters-ipynb cache-guard test test-unit lint test-notebooks test-build test-site bench notebooks-branch clean
 
 help:
 	@echo "make setup        create $(VENV) and install the pinned environment (requirements.txt) and pwgf"
@@ -41,6 +47,7 @@ help:
 	@echo "make lint         ruff and mypy over the library (part of make test)"
 	@echo "make test-site    open every page of _build/html in headless Chromium and check it"
 	@echo "make experiments  run only the experiment notebooks at book scale (results/, experiments/)"
+	@echo "make long-runs    run or resume Table 2 at convergence ($(LONG_PARAMS)) into $(LONG_RUNS): hours; commit the files"
 	@echo "make clean        remove _build (results/ and experiments/ are kept: sweeps resume)"
 
 setup: $(STAMP)
@@ -67,6 +74,18 @@ experiments/%.ipynb: notebooks/%.md notebooks/params/%.book.yaml $(LIBRARY) $(ST
 	@$(HIDE_INJECTED) _build/papermill/$*.executed.ipynb
 	@mv _build/papermill/$*.executed.ipynb $@
 
+# --- Table 2 at convergence: long runs committed under $(LONG_RUNS), replayed by every build ---
+LONG_PARAMS := notebooks/params/bernoulli_vae.long.yaml
+LONG_RUNS := results/bernoulli_vae_long
+# Steps of each replayed run: `make book` replays the whole trace (pwgf.experiments.vae_training.TRACE_STEPS), `make test` fewer.
+REPLAY_STEPS ?= 500
+long-runs: $(STAMP)
+	$(BIN)/python -m pwgf.experiments.long_runs run $(LONG_PARAMS)
+
+replay: $(STAMP)
+	@mkdir -p _build
+	$(BIN)/python -m pwgf.experiments.long_runs verify $(LONG_RUNS) --steps $(REPLAY_STEPS) --report _build/replay.json
+
 # --- the site ---
 chapters-ipynb: $(STAMP)
 	$(BIN)/jupytext --quiet --to ipynb $(CHAPTERS)
@@ -80,7 +99,7 @@ cache-guard:
 	fi
 	@if [ -e $(TEST_SITE_MARKER) ]; then echo "replacing the test-scale site in _build/html"; rm -rf _build/html; fi
 
-book: $(STAMP) experiments chapters-ipynb cache-guard
+book: $(STAMP) replay experiments chapters-ipynb cache-guard
 	PWGF_RESULTS_DIR=$(CURDIR)/$(RESULTS_DIR) $(BIN)/jupyter-book build . --warningiserror --keep-going --builder html
 	@echo "site: $(CURDIR)/_build/html/index.html"
 

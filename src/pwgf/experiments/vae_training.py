@@ -87,12 +87,14 @@ relaxations. Jang et al. pair it with the analytic divergence of the discrete :m
 
 **Runs** (:func:`train`) are flat configs, one per sweep task of :func:`pwgf.experiments.sweep.run_sweep`:
 
-``arch, estimator, seed, lr, [temp], [eps, bw], data, lim, batch, steps, eval, ckpt, var, test, k, k_n, device, code``
+``arch, estimator, seed, lr, [temp], [eps, bw], data, lim, batch, steps, until, eval, ckpt, var, test, k, k_n, device, code``
 
 ``temp`` (the temperature of the Gumbel family and ReinMax) and ``eps, bw`` (pWGF's step and MMD
 bandwidth) appear exactly for the estimators that take them (:data:`KNOBS`). ``data`` is a source of
 :func:`pwgf.experiments.mnist.load_binarized_mnist` (binarization seed 0), ``lim`` keeps the first ``lim`` images
-of each split (or None), ``batch`` images per step, ``steps`` steps, the validation negative ELBO every
+of each split (or None), ``batch`` images per step, ``steps`` steps (``until="steps"``), or at most that many
+with ``until="converged"``: the run stops at the first evaluation at which :func:`converged` holds, the
+rule every claim about trained models waits for, the validation negative ELBO every
 ``eval`` steps, a checkpoint every ``ckpt`` steps, ``var`` replicates for the gradient-variance
 measurements (0: none), ``test`` whether to compute the test figures at the best validation
 checkpoint, ``k`` the importance samples of the test bound (0: none) on the first ``k_n`` test images
@@ -101,9 +103,11 @@ checkpoint, ``k`` the importance samples of the test bound (0: none) on the firs
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -136,6 +140,15 @@ from pwgf.experiments.vae_step import step_gradients
 __all__ = [
     "PRIOR_LR",
     "CONFIG_KEYS",
+    "UNTIL",
+    "TRACE_STEPS",
+    "CONVERGENCE_TOLERANCE",
+    "CONVERGENCE_WINDOW",
+    "converged",
+    "parameter_digest",
+    "replay",
+    "numerics",
+    "NUMERICS_ENVIRONMENT",
     "PWGF_MMD",
     "reversed_share",
     "code_version",
@@ -149,12 +162,56 @@ __all__ = [
 #: SGD step of learned prior logits (ARM's scripts).
 PRIOR_LR: float = 0.01
 CONFIG_KEYS: frozenset[str] = frozenset(
-    {"arch", "estimator", "seed", "lr", "data", "lim", "batch", "steps", "eval", "ckpt", "var", "test", "k", "k_n", "device", "code"}
+    {"arch", "estimator", "seed", "lr", "data", "lim", "batch", "steps", "until", "eval", "ckpt", "var", "test", "k", "k_n", "device", "code"}
 )
+#: How a run ends (config key ``until``): after ``steps`` steps, or at the first evaluation at which :func:`converged` holds (at most ``steps``).
+UNTIL: tuple[str, ...] = ("steps", "converged")
+#: The first steps whose training -ELBO every run records one by one (``trace``), with :func:`parameter_digest` after them:
+#: what :func:`replay` compares bit for bit.
+TRACE_STEPS: int = 500
+#: A run has converged when its best validation -ELBO improved by less than this (nats) over the last
+#: :data:`CONVERGENCE_WINDOW` of its steps (:func:`converged`): a fifth of the paper's smallest gap in Table 2 (2.3 nats).
+CONVERGENCE_TOLERANCE: float = 0.5
+#: The final share of a run's steps over which :func:`converged` measures the improvement.
+CONVERGENCE_WINDOW: float = 0.25
 #: The pWGF-MMD estimators, whose kernel step reverses sign for long outward moves (:func:`reversed_share`).
 PWGF_MMD: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin")
 # Offsets of a run's random streams from its seed: batch order, RELAX's network, variance, reversal share.
 _ORDER, _CONTROL, _VARIANCE, _REVERSAL = 0x0DE5, 0xC0DE, 0x5EED, 0x5161
+#: The environment variables that pin the CPU code paths of torch, MKL and oneDNN (:func:`numerics`; set in the Makefile).
+NUMERICS_ENVIRONMENT: dict[str, str] = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def converged(
+    history: Sequence[Mapping[str, Any]], steps: int, *, tolerance: float = CONVERGENCE_TOLERANCE, window: float = CONVERGENCE_WINDOW
+) -> bool:
+    r"""Whether a run's validation curve has levelled off: the rule every claim about converged models waits for.
+
+    ``history`` holds the run's evaluations (``step``, ``valid_neg_elbo``; :func:`train`),
+    ``steps`` its length. With :math:`s_0 = (1 - \text{window})\,\text{steps}`, the best validation -ELBO
+    among evaluations at steps :math:`\le s_0` must exceed the best of the whole run by less than
+    ``tolerance`` nats. A run with no evaluation after :math:`s_0`, or none at or before it, has not
+    shown that it levelled off and returns False.
+    """
+    if not 0 < window < 1:
+        raise ValueError(f"window must lie in (0, 1), got {window}")
+    check_positive(tolerance, "tolerance")
+    start = (1 - window) * steps
+    before = [float(h["valid_neg_elbo"]) for h in history if h["step"] <= start]
+    after = [float(h["valid_neg_elbo"]) for h in history if h["step"] > start]
+    if not before or not after:
+        return False
+    return min(before) - min(before + after) < tolerance
+
+
+def parameter_digest(*modules: nn.Module) -> str:
+    """SHA-256 of the bytes of every tensor in the modules' ``state_dict``, in order: equal exactly when every parameter is equal bit for bit."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,6 +283,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             _check_positive_number(c[key], key)
     if "bw" in knobs and c["bw"] != "median" and (isinstance(c["bw"], (str, bool)) or not isinstance(c["bw"], (int, float)) or not c["bw"] > 0):
         raise ValueError(f"bw (the MMD kernel bandwidth) must be a number > 0 or 'median', got {c['bw']!r}")
+    check_choice(c["until"], UNTIL, "until")
     _check_int(c["seed"], "seed", 0)
     for key in ("batch", "steps", "eval", "ckpt"):
         _check_int(c[key], key, 1)
@@ -292,6 +350,8 @@ class _Run:
     best: dict[str, Any] | None = None
     train_sum: float = 0.0
     train_count: int = 0
+    trace: list[float] = field(default_factory=list)
+    digest: str | None = None
 
     def state(self) -> dict[str, Any]:
         return {
@@ -308,6 +368,8 @@ class _Run:
             "best": self.best,
             "train_sum": self.train_sum,
             "train_count": self.train_count,
+            "trace": self.trace,
+            "digest": self.digest,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -318,7 +380,7 @@ class _Run:
             self.controls.load_state_dict(state["controls"])
         self.generator.set_state(state["generator"])
         self.order.set_state(state["order"])
-        for key in ("step", "seconds", "history", "variance", "best", "train_sum", "train_count"):
+        for key in ("step", "seconds", "history", "variance", "best", "train_sum", "train_count", "trace", "digest"):
             setattr(self, key, state[key])
         self.permutation = None if state["permutation"] is None else state["permutation"].cpu()
 
@@ -384,6 +446,14 @@ def _training_step(run: _Run, x: torch.Tensor, key: str) -> None:
         optimizer.step()
     run.train_sum += float(grads.neg_elbo)
     run.train_count += 1
+    if len(run.trace) < TRACE_STEPS:
+        run.trace.append(float(grads.neg_elbo))
+        if len(run.trace) == TRACE_STEPS:
+            run.digest = _run_digest(run)
+
+
+def _run_digest(run: _Run) -> str:
+    return parameter_digest(run.model) if run.controls is None else parameter_digest(run.model, run.controls)
 
 
 def _evaluate(run: _Run, valid: torch.Tensor) -> None:
@@ -410,6 +480,58 @@ def _measure_variance(run: _Run, valid: torch.Tensor) -> None:
     run.variance.append({"step": run.step, **moments})
 
 
+def _advance(run: _Run, train_x: torch.Tensor, valid: torch.Tensor, stop: int, measure: set[int], checkpoint: str | Path | None) -> None:
+    """Train until step ``stop`` (or until :func:`converged` holds, with ``until="converged"``), evaluating, measuring and checkpointing on the way."""
+    c = run.config
+    key = results.run_key(c)
+    while run.step < stop:
+        started = time.perf_counter()
+        _training_step(run, _next_batch(run, train_x), key)
+        run.step += 1
+        run.seconds += time.perf_counter() - started
+        if run.step % c["eval"] == 0 or run.step == c["steps"]:
+            _evaluate(run, valid)
+            if c["until"] == "converged" and converged(run.history, run.step):
+                return
+        if run.step in measure:
+            _measure_variance(run, valid)
+        if checkpoint is not None and run.step % c["ckpt"] == 0 and run.step < c["steps"]:
+            save_checkpoint(checkpoint, run.state())
+
+
+def numerics() -> dict[str, Any]:
+    """What fixes the bits of a run beside its config: torch's version, the CPU kernels it dispatches to, and MKL's and oneDNN's pinned code paths.
+
+    Float results depend on the instruction set the kernels use (AVX-512 and AVX2 kernels round
+    differently); the Makefile pins ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_CBWR=AVX2,STRICT`` and
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` so that a run gives the same bits on every x86-64 machine with AVX2.
+    """
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            **{name.lower(): os.environ.get(name) for name in NUMERICS_ENVIRONMENT}}
+
+
+def replay(config: Mapping[str, Any], steps: int, *, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Re-execute the first ``steps`` steps of the run ``config`` with today's code: what a recorded result must match bit for bit.
+
+    Returned: ``steps`` (fewer than asked if the run's stopping rule ends it earlier), ``trace`` (the
+    training -ELBO of each step, at most :data:`TRACE_STEPS`), ``history`` (the evaluations up to
+    there, as :func:`train` records them) and ``trace_digest``, :func:`parameter_digest` of the model
+    (and control variates) at the end: :func:`train` records it after :data:`TRACE_STEPS` steps, or at
+    the end of a shorter run. The config's
+    ``code`` is not checked: the point is to test today's code against a result of an older one. The
+    variance measurements and test figures are left out: they draw from streams of their own and do
+    not change the trajectory.
+    """
+    c = validate_config(config)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= c["steps"]:
+        raise ValueError(f"steps must be an integer in [1, {c['steps']}] (the run's length), got {steps!r}")
+    train_x, valid, _ = load_data(c, data_dir)
+    run = _new_run(c)
+    _evaluate(run, valid)
+    _advance(run, train_x, valid, steps, set(), None)
+    return {"steps": run.step, "trace": run.trace, "history": run.history, "trace_digest": _run_digest(run)}
+
+
 def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, data_dir: str | Path | None = None) -> dict[str, Any]:
     """One training run (module docstring), resumable from ``checkpoint``; returns its curves and test figures.
 
@@ -431,7 +553,6 @@ def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, da
     ``test_neg_elbo_on_bound_images``, all at the best validation checkpoint.
     """
     c = validate_config(config)
-    key = results.run_key(c)
     train_x, valid, test = load_data(c, data_dir)
     run = _new_run(c)
     measure = set(variance_steps(c["steps"])) if c["var"] else set()
@@ -442,21 +563,14 @@ def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, da
         _evaluate(run, valid)
         if 0 in measure:
             _measure_variance(run, valid)
-    while run.step < c["steps"]:
-        started = time.perf_counter()
-        _training_step(run, _next_batch(run, train_x), key)
-        run.step += 1
-        run.seconds += time.perf_counter() - started
-        if run.step % c["eval"] == 0 or run.step == c["steps"]:
-            _evaluate(run, valid)
-        if run.step in measure:
-            _measure_variance(run, valid)
-        if checkpoint is not None and run.step % c["ckpt"] == 0 and run.step < c["steps"]:
-            save_checkpoint(checkpoint, run.state())
+    _advance(run, train_x, valid, c["steps"], measure, checkpoint)
     assert run.best is not None  # the last step is always evaluated
+    if run.digest is None:  # a run shorter than TRACE_STEPS
+        run.digest = _run_digest(run)
     result: dict[str, Any] = {
+        "steps": run.step, "trace": run.trace, "trace_digest": run.digest, "numerics": numerics(),
         "history": run.history, "variance": run.variance, "best_step": run.best["step"],
-        "best_valid_neg_elbo": run.best["valid_neg_elbo"], "train_seconds": run.seconds, "seconds_per_step": run.seconds / c["steps"],
+        "best_valid_neg_elbo": run.best["valid_neg_elbo"], "train_seconds": run.seconds, "seconds_per_step": run.seconds / run.step,
     }
     if run.controls is not None:
         result["eta"] = run.controls.eta.detach().cpu().tolist()
