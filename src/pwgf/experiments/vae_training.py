@@ -93,8 +93,9 @@ relaxations. Jang et al. pair it with the analytic divergence of the discrete :m
 bandwidth) appear exactly for the estimators that take them (:data:`KNOBS`). ``data`` is a source of
 :func:`pwgf.experiments.mnist.load_binarized_mnist` (binarization seed 0), ``lim`` keeps the first ``lim`` images
 of each split (or None), ``batch`` images per step, ``steps`` steps (``until="steps"``), or at most that many
-with ``until="converged"``: the run stops at the first evaluation at which :func:`converged` holds, the
-rule every claim about trained models waits for, the validation negative ELBO every
+with ``until="converged"``: the run stops at the first evaluation at which :func:`converged` holds over
+the last half of its steps (:data:`STOPPING_WINDOW`; the claims about trained models are judged over
+the last quarter), the validation negative ELBO every
 ``eval`` steps, a checkpoint every ``ckpt`` steps, ``var`` replicates for the gradient-variance
 measurements (0: none), ``test`` whether to compute the test figures at the best validation
 checkpoint, ``k`` the importance samples of the test bound (0: none) on the first ``k_n`` test images
@@ -144,6 +145,7 @@ __all__ = [
     "TRACE_STEPS",
     "CONVERGENCE_TOLERANCE",
     "CONVERGENCE_WINDOW",
+    "STOPPING_WINDOW",
     "converged",
     "parameter_digest",
     "replay",
@@ -174,6 +176,10 @@ TRACE_STEPS: int = 500
 CONVERGENCE_TOLERANCE: float = 0.5
 #: The final share of a run's steps over which :func:`converged` measures the improvement.
 CONVERGENCE_WINDOW: float = 0.25
+#: The window of the stopping rule of ``until="converged"``: the run stops once its best validation -ELBO improved by
+#: less than :data:`CONVERGENCE_TOLERANCE` over the last half of its steps. The rule is checked at every evaluation,
+#: so it is made stricter than the one runs are judged by, lest a chance flat stretch early in training stop a run.
+STOPPING_WINDOW: float = 0.5
 #: The pWGF-MMD estimators, whose kernel step reverses sign for long outward moves (:func:`reversed_share`).
 PWGF_MMD: tuple[str, ...] = ("pwgf_mmd", "pwgf_mmd_argmin")
 # Offsets of a run's random streams from its seed: batch order, RELAX's network, variance, reversal share.
@@ -491,7 +497,7 @@ def _advance(run: _Run, train_x: torch.Tensor, valid: torch.Tensor, stop: int, m
         run.seconds += time.perf_counter() - started
         if run.step % c["eval"] == 0 or run.step == c["steps"]:
             _evaluate(run, valid)
-            if c["until"] == "converged" and converged(run.history, run.step):
+            if c["until"] == "converged" and converged(run.history, run.step, window=STOPPING_WINDOW):
                 return
         if run.step in measure:
             _measure_variance(run, valid)
