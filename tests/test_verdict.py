@@ -200,3 +200,22 @@ def test_a_status_reads_with_its_qualification():
     assert verdict.status_phrase(claims["comparable"]) == "inconclusive (1 of the 18 runs compared have not converged)"  # 2 estimators x 3 archs x 3 seeds
     assert verdict.status_phrase(claims["beat all others"]).endswith("[the book's extension]")
     assert verdict.status_phrase(by_claim(verdict.table2_claims(vae_summary(papers_table2())))["ARM best"]) == "reproduced"
+
+
+def test_table2_is_decided_on_the_long_runs_where_they_ran_the_comparison_and_on_the_book_scale_elsewhere():
+    # Long runs of the paper's numbers, converged, for the book's pWGF step only; book-scale runs of both steps, unconverged.
+    long = vae_summary(papers_table2())
+    book_means = {**papers_table2(), **{(a, "pwgf_mmd_argmin"): v for (a, e), v in papers_table2().items() if e == "pwgf_mmd"}}
+    book = vae_summary(book_means, converged=False)
+    decided = verdict.table2_decided(long, book)
+    assert [(c["claim"], c["estimator"]) for c in decided] == [(c["claim"], c["estimator"]) for c in verdict.table2_claims(book)]
+    assert {(c["status"], c["scale"]) for c in by_claim(decided).values()} == {("reproduced", verdict.TABLE2_SCALES["long"])}
+    argmin = by_claim(decided, "pwgf_mmd_argmin")
+    assert {(c["status"], c["scale"]) for c in argmin.values()} == {("inconclusive", verdict.TABLE2_SCALES["book"])}
+    assert verdict.status_phrase(by_claim(decided)["ARM best"]) == f"reproduced, decided on the {verdict.TABLE2_SCALES['long']}"
+    # An unconverged long run keeps its claims inconclusive on the long runs: no fallback to a scale that cannot decide them either.
+    long["rows"][0]["converged"] = False
+    assert by_claim(verdict.table2_decided(long, book))["comparable"]["scale"] == verdict.TABLE2_SCALES["long"]
+    assert by_claim(verdict.table2_decided(long, book))["comparable"]["status"] == "inconclusive"
+    # Without long runs every claim is the book scale's.
+    assert {c["scale"] for c in verdict.table2_decided(None, book)} == {verdict.TABLE2_SCALES["book"]}

@@ -62,6 +62,7 @@ __all__ = [
     "run",
     "load_records",
     "summary",
+    "summary_or_none",
     "replay_targets",
     "verify",
 ]
@@ -167,6 +168,12 @@ def summary(folder: str | Path) -> dict[str, Any]:
     return {"fields": list(vx.SUMMARY_FIELDS), "rows": vx.summary_rows(records), "settings": manifest["parameters"], "manifest": manifest}
 
 
+def summary_or_none(start: str | Path | None = None) -> dict[str, Any] | None:
+    """:func:`summary` of the committed folder (:func:`committed_folder`), or None where it holds no runs."""
+    folder = committed_folder(start)
+    return summary(folder) if any((folder / "runs").glob("*.json")) else None
+
+
 def replay_targets(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """One run per architecture and estimator: its lowest seed."""
     chosen: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -214,7 +221,7 @@ def verify(folder: str | Path, steps: int) -> dict[str, Any]:
     """Replay the first ``steps`` steps of one committed run per architecture and estimator (:func:`replay_targets`); :class:`ReplayMismatch` on the first difference.
 
     Returned: the runs checked (file, steps, evaluations compared, whether the parameter digest was
-    compared, seconds), the numerics, and the total seconds.
+    compared, seconds), today's code version and numerics, and the total seconds.
     """
     check_positive_int(steps, "steps")
     torch.set_num_threads(1)  # as in the sweep engine, which recorded the runs
@@ -224,7 +231,7 @@ def verify(folder: str | Path, steps: int) -> dict[str, Any]:
         raise RuntimeError(f"replay needs the pinned numerics of the recorded runs: set {pinned} (the Makefile does); found {unpinned}")
     started = time.perf_counter()
     checked = [_check(r, steps) for r in replay_targets(load_records(folder))]
-    return {"steps": steps, "runs": checked, "numerics": vt.numerics(), "seconds": time.perf_counter() - started}
+    return {"steps": steps, "runs": checked, "code": vt.code_version(), "numerics": vt.numerics(), "seconds": time.perf_counter() - started}
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

@@ -53,6 +53,9 @@ __all__ = [
     "curve_rows",
     "variance_rows",
     "validate_parameters",
+    "LABELS",
+    "ORDER",
+    "estimator_styles",
 ]
 
 #: The protocol of ARM's MNIST scripts :cite:`yin2019arm`, which Table 2 follows: training images of the static
@@ -67,6 +70,29 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "test_neg_elbo", "test_neg_elbo_se", "test_neg_elbo_samples", "test_nll_bound", "test_nll_bound_se", "test_nll_bound_k",
     "test_nll_bound_images", "test_neg_elbo_on_bound_images", "reversed_share", "seconds_per_step", "data", "device",
 )
+#: The estimators' names in figures and tables.
+LABELS: dict[str, str] = {
+    "pwgf_mmd": "pWGF-MMD", "st": "ST", "arm": "ARM", "relax": "RELAX", "rebar": "REBAR", "gumbel_softmax": "Gumbel-Softmax",
+    "pwgf_mmd_argmin": "pWGF-MMD (paper's argmin step)", "reinforce": "REINFORCE (LOO)", "muprop": "MuProp", "disarm": "DisARM",
+    "st_gumbel_softmax": "ST-Gumbel-Softmax", "reinmax": "ReinMax", "gumbel_rao": "Gumbel-Rao", "gapped_st": "Gapped ST",
+}
+#: The order of the estimators in figures and tables: the unbiased ones first, then the biased.
+ORDER: list[str] = [e for e in ESTIMATOR_NAMES if e in estimators.UNBIASED] + [e for e in ESTIMATOR_NAMES if e not in estimators.UNBIASED]
+
+
+def estimator_styles() -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """Colour, line style and marker of every estimator, fixed by the library's list (:data:`ORDER`), not by a run's subset.
+
+    So a figure of any run, on any page, draws an estimator the same way: unbiased estimators solid,
+    biased ones dashed; the dark shades of matplotlib's ``tab20`` first, then the light ones.
+    """
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors  # type: ignore[attr-defined]
+    colors = {e: tab20[(2 * i) % 20 + (2 * i) // 20] for i, e in enumerate(ORDER)}
+    return colors, {e: "-" if e in estimators.UNBIASED else "--" for e in ORDER}, dict(zip(ORDER, "osD^vP*Xh<>pd8", strict=True))
+
+
 # The summary's names of the knobs.
 _KNOB_FIELDS = {"temp": "temperature", "eps": "eps", "bw": "bandwidth"}
 

@@ -53,6 +53,8 @@ __all__ = [
     "error_vs_samples_claim",
     "table2_rows",
     "table2_claims",
+    "TABLE2_SCALES",
+    "table2_decided",
     "table2_claim",
     "status_phrase",
 ]
@@ -427,11 +429,35 @@ def table2_claims(summary: Any, metric: str = TABLE2_METRIC) -> list[dict[str, A
     return [table2_claim(records, claim, v, metric) for claim in TABLE2_CLAIMS for v in PWGF_VARIANTS]
 
 
+#: Where a Table 2 status can be decided, in the order preferred: the committed long runs, trained until the
+#: convergence rule holds (:mod:`pwgf.experiments.long_runs`), then this build's book-scale runs.
+TABLE2_SCALES: dict[str, str] = {"long": "long runs (to convergence)", "book": "book scale"}
+
+
+def table2_decided(long: Any | None, book: Any | None, metric: str = TABLE2_METRIC) -> list[dict[str, Any]]:
+    """Each claim of :func:`table2_claims` decided at the first scale of :data:`TABLE2_SCALES` that ran it, with that ``scale``.
+
+    ``long`` is the summary of the committed long runs (:func:`pwgf.experiments.long_runs.summary`) or
+    None, ``book`` this build's ``bernoulli_vae`` summary or None. A claim the long runs ran (every
+    comparison with two shared seeds) is decided there, whatever its status: a long run that has not
+    converged keeps it inconclusive, as anywhere. The others fall back to the book-scale runs, whose
+    claims stay inconclusive until their runs converge. The long runs hold fewer estimators, so "beat
+    all others" read on them compares only the estimators they ran, and its evidence lists them.
+    """
+    fallback = table2_claims(book, metric)
+    if long is None:
+        return [{**c, "scale": TABLE2_SCALES["book"]} for c in fallback]
+    return [{**at_long, "scale": TABLE2_SCALES["long"]} if at_long["status"] != NOT_RUN else {**b, "scale": TABLE2_SCALES["book"]}
+            for at_long, b in zip(table2_claims(long, metric), fallback, strict=True)]
+
+
 def status_phrase(claim: Mapping[str, Any]) -> str:
-    """A claim's status as a page prints it: with the reason when it waits for convergence, and the source when it is the book's extension."""
+    """A claim's status as a page prints it: with the reason when it waits for convergence, the source when it is the book's extension, and the scale it was decided at (:func:`table2_decided`)."""
     text = claim["status"]
     if claim.get("unconverged"):
         text += f" ({claim['unconverged']} of the {claim['runs']} runs compared have not converged)"
     if claim.get("source", "").startswith("the book's"):
         text += " [the book's extension]"
+    if "scale" in claim:
+        text += f", decided on the {claim['scale']}"
     return text
