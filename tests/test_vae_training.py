@@ -333,16 +333,20 @@ def test_converged_asks_for_less_than_the_tolerance_over_the_last_quarter():
     assert not vx.converged(curve([150, 120]), 100) and not vx.converged([{"step": 100, "valid_neg_elbo": 1.0}], 100)
     with pytest.raises(ValueError, match="window"):
         vx.converged(plateau, 100, window=1.0)
+    # a patience longer than the window moves its start back: 0.2 nats after step 70, but 5.4 after step 30
+    assert vx.converged(plateau, 100, patience=30) and not vx.converged(plateau, 100, patience=70)
 
 
 def test_a_run_until_converged_stops_at_the_first_evaluation_where_the_stopping_rule_holds(monkeypatch, tmp_path):
-    """A scripted validation curve falls by one nat a step until step 10, then stays flat.
+    """A scripted validation curve falls by one nat a step until step 10, then stays flat; the patience is set to 14 steps.
 
-    Over the last half of the steps (the stopping window) the best improves by less than the tolerance first
-    at step 20, the first step whose first half holds step 10; a run capped at 40 steps must stop there, and a
-    run interrupted at its checkpoint must resume to the same stop.
+    The best must improve by less than the tolerance over the last half of the steps and over at least the
+    last 14: the window starts at min(s/2, s - 14), which first reaches step 10 at s = 24 (the half alone
+    would stop at 20). A run capped at 40 steps must stop there, and a run interrupted at its checkpoint
+    must resume to the same stop.
     """
     assert vt.STOPPING_WINDOW == 0.5
+    monkeypatch.setattr(vt, "STOPPING_PATIENCE", 14)
 
     def scripted(counter):
         def value(model, valid):
@@ -353,13 +357,15 @@ def test_a_run_until_converged_stops_at_the_first_evaluation_where_the_stopping_
     c = config(steps=40, eval=1, ckpt=7, until="converged", var=0, test=False, k=0)
     monkeypatch.setattr(vt, "valid_neg_elbo", scripted([]))
     result = vt.train(c)
-    assert result["steps"] == 20 and result["history"][-1]["step"] == 20 and result["best_step"] == 10
-    assert vx.converged(result["history"], result["steps"]) and not vx.converged(result["history"][:-1], 19, window=vt.STOPPING_WINDOW)
+    assert result["steps"] == 24 and result["history"][-1]["step"] == 24 and result["best_step"] == 10
+    assert vx.converged(result["history"], 24, window=0.5, patience=14) and not vx.converged(result["history"][:-1], 23, window=0.5, patience=14)
+    assert vx.converged(result["history"][:21], 20, window=0.5)  # where the half window alone would have stopped
     monkeypatch.setattr(vt, "valid_neg_elbo", scripted([]))
     calls = interrupt_after_first_save(monkeypatch)
     with pytest.raises(Interrupted):
         vt.train(c, checkpoint=tmp_path / "run.pt")
     monkeypatch.undo()
+    monkeypatch.setattr(vt, "STOPPING_PATIENCE", 14)
     counter = [None] * 8  # the evaluations at steps 0..7 happened before the checkpoint at step 7
     monkeypatch.setattr(vt, "valid_neg_elbo", scripted(counter))
     assert calls == [7] and without_timing(vt.train(c, checkpoint=tmp_path / "run.pt")) == without_timing(result)
