@@ -116,3 +116,16 @@ def test_the_committed_folder_is_found_from_inside_the_repository(tmp_path):
     assert long_runs.committed_folder(ROOT / "book") == ROOT / long_runs.FOLDER
     with pytest.raises(FileNotFoundError, match="_toc.yml"):
         long_runs.committed_folder(tmp_path)
+
+
+def test_the_committed_runs_are_the_runs_of_the_parameter_file():
+    folder = long_runs.committed_folder(ROOT)
+    params = long_runs.read_parameters(ROOT / long_runs.PARAMETERS)
+    records = long_runs.load_records(folder)
+    manifest = results.read_json(folder / long_runs.MANIFEST)
+    assert manifest["parameters"] == params and manifest["runs"] == len(records)
+    expected = sorted(results.canonical_json({k: v for k, v in c.items() if k != "code"}) for c in long_runs.configs(params))
+    committed = sorted(results.canonical_json({k: v for k, v in r["config"].items() if k != "code"}) for r in records)
+    assert committed == expected
+    assert {r["config"]["code"] for r in records} == {manifest["code"]}  # one code version made them all
+    assert all(r["result"]["numerics"]["cpu_capability"] == "AVX2" for r in records)
