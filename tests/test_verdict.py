@@ -219,3 +219,20 @@ def test_table2_is_decided_on_the_long_runs_where_they_ran_the_comparison_and_on
     assert by_claim(verdict.table2_decided(long, book))["comparable"]["status"] == "inconclusive"
     # Without long runs every claim is the book scale's.
     assert {c["scale"] for c in verdict.table2_decided(None, book)} == {verdict.TABLE2_SCALES["book"]}
+
+
+def test_a_counterexample_on_converged_runs_refutes_a_claim_whatever_the_unconverged_runs_do():
+    # ARM 20 nats behind on nonlinear with converged runs, its linear runs unconverged: "ARM best" is refuted.
+    worse_arm = {(a, e): (v + 20 if (a, e) == ("nonlinear", "arm") else v) for (a, e), v in papers_table2().items()}
+    summary = vae_summary(worse_arm)
+    for r in summary["rows"]:
+        r["converged"] = not (r["arch"] == "linear" and r["estimator"] == "arm")
+    claim = by_claim(verdict.table2_claims(summary))["ARM best"]
+    assert claim["status"] == "not reproduced" and "refuted on converged runs by arm against pwgf_mmd on nonlinear" in claim["evidence"]
+    assert "arm on linear" in claim["evidence"]
+    # The same counterexample on the unconverged architecture decides nothing: more training could undo it.
+    worse_arm_linear = {(a, e): (v + 20 if (a, e) == ("linear", "arm") else v) for (a, e), v in papers_table2().items()}
+    summary = vae_summary(worse_arm_linear)
+    for r in summary["rows"]:
+        r["converged"] = not (r["arch"] == "linear" and r["estimator"] == "arm")
+    assert by_claim(verdict.table2_claims(summary))["ARM best"]["status"] == "inconclusive"

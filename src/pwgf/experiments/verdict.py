@@ -388,6 +388,17 @@ def table2_claim(records: Sequence[Mapping[str, Any]], claim: str, variant: str,
     runs = {(arch, e, s): r for r in records for (arch, a, b), (seeds, _) in comparisons.items() for e in (a, b) for s in seeds
             if r["arch"] == arch and r["estimator"] == e and int(r["seed"]) == s}
     unconverged = sorted({f"{e} on {arch}" for (arch, e, _), r in runs.items() if r.get("converged") is not True})
+    if unconverged and status == decision.NOT_REPRODUCED:
+        # A claim made for every comparison is refuted by one that Holm finds significant against it; if that one's
+        # runs have all converged, the refutation rests on converged models alone, whatever the other runs do.
+        against = decision.holm(np.array([v[1][0] for v in p.values()]))
+        refuting = [f"{a} against {b} on {arch}" for ((arch, a, b), (seeds, _)), rejected in zip(comparisons.items(), against, strict=True)
+                    if rejected and all(runs[(arch, e, s)].get("converged") is True for e in (a, b) for s in seeds)]
+        if refuting:
+            count = sum(r.get("converged") is not True for r in runs.values())
+            return {**row, "status": status, "unconverged": 0, "runs": len(runs),
+                    "evidence": f"refuted on converged runs by {', '.join(refuting)} (Holm over every comparison); {count} of the "
+                                f"{len(runs)} runs compared have not converged ({', '.join(unconverged)}), which cannot undo it: {evidence}"}
     if unconverged:
         count = sum(r.get("converged") is not True for r in runs.values())
         return {**row, "status": "inconclusive", "unconverged": count, "runs": len(runs),
@@ -414,7 +425,9 @@ def table2_claims(summary: Any, metric: str = TABLE2_METRIC) -> list[dict[str, A
 
     Every one is a claim about converged models: unless every run it compares has ``converged``
     (:func:`pwgf.experiments.vae_experiment.converged`), its status is ``inconclusive`` and the evidence says why
-    and what the rule would have read. A claim whose comparisons lack two shared seeds reads
+    and what the rule would have read, with one exception: a claim made for every comparison is "not
+    reproduced" when one comparison whose runs have all converged is significant against it (Holm over
+    all of them), since no further training of the other runs can undo that counterexample. A claim whose comparisons lack two shared seeds reads
     :data:`NOT_RUN`, as does every claim without a summary.
     """
     if summary is None:
