@@ -554,7 +554,10 @@ def train(config: Mapping[str, Any], *, checkpoint: str | Path | None = None, da
     checkpoint continues from it and ends with the numbers of an uninterrupted run (timings aside).
     A non-finite loss or gradient raises FloatingPointError naming the run, the estimator and the step.
 
-    Returned: ``history`` (step, training seconds so far, validation and training -ELBO at every
+    Returned: ``steps`` (the steps trained: fewer than the config's with ``until="converged"``),
+    ``trace`` (the training -ELBO of each of the first :data:`TRACE_STEPS` steps) and ``trace_digest``
+    (:func:`parameter_digest` after them, or at the end of a shorter run), which :func:`replay`
+    reproduces bit for bit, ``numerics`` (:func:`numerics`), ``history`` (step, training seconds so far, validation and training -ELBO at every
     evaluation, and for the pWGF-MMD estimators :func:`reversed_share` on the first :data:`EVAL_BATCH`
     validation images, None for the others), ``variance`` (:func:`gradient_variance` at :func:`variance_steps`, if ``var``),
     ``best_step`` and ``best_valid_neg_elbo``, ``train_seconds`` and ``seconds_per_step`` (training
