@@ -236,3 +236,32 @@ def test_a_counterexample_on_converged_runs_refutes_a_claim_whatever_the_unconve
     for r in summary["rows"]:
         r["converged"] = not (r["arch"] == "linear" and r["estimator"] == "arm")
     assert by_claim(verdict.table2_claims(summary))["ARM best"]["status"] == "inconclusive"
+
+
+def test_refutation_on_converged_runs_keeps_holms_false_alarm_rate_and_measures_its_power():
+    """Simulated "ARM best" with ARM unconverged on linear, so only the nonlinear comparisons may refute it.
+
+    Spread: a seed effect shared by every estimator plus 0.7 nats of independent noise per run, the largest
+    per-seed standard deviation of ARM, ST and pWGF in the long runs (SE 0.41 x sqrt(3)); 3 seeds; 2,000
+    replicates (binomial SE at most 0.011). Under no difference the rule may read "not reproduced" at most as
+    often as Holm at familywise 5 % (measured 0.027). With ARM behind by the paper's ARM-ST gap on nonlinear,
+    2.9 nats, its power is measured at 0.72 (asserted above 0.65), below the 0.8 one would want: 3 seeds
+    decide a gap of that size only most of the time (the long runs' gap was 7 nats, where the power is 1.0).
+    """
+    rng = np.random.default_rng(7)
+    reps, seeds, noise = 2000, 3, 0.7
+
+    def rate(arm_gap):
+        refuted = 0
+        for _ in range(reps):
+            seed_effect = rng.normal(size=seeds)
+            rows = [{"arch": a, "estimator": e, "seed": s, "converged": not (a == "linear" and e == "arm"),
+                     "test_neg_elbo": 100 + (arm_gap if (a, e) == ("nonlinear", "arm") else 0.0) + seed_effect[s] + noise * rng.normal()}
+                    for a in ("linear", "nonlinear") for e in ("arm", "pwgf_mmd", "st") for s in range(seeds)]
+            refuted += verdict.table2_claim(rows, "ARM best", "pwgf_mmd")["status"] == "not reproduced"
+        return refuted / reps
+
+    false_alarm = rate(0.0)
+    assert false_alarm <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps), false_alarm
+    power = rate(2.9)
+    assert power >= 0.65, power

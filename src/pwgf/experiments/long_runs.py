@@ -30,7 +30,6 @@ Command line: ``python -m pwgf.experiments.long_runs run PARAMS.yaml`` and
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import platform
 import sys
@@ -140,7 +139,7 @@ def run(params_path: str | Path, *, root: str | Path = ".") -> list[dict[str, An
     folder = Path(root) / params["output_dir"]
     todo = configs(params)
     started, clock = datetime.now(UTC), time.perf_counter()
-    records = run_sweep(todo, functools.partial(vt.train), folder / "runs", workers=params["workers"], desc="long runs", checkpoints=True)
+    records = run_sweep(todo, vt.train, folder / "runs", workers=params["workers"], desc="long runs", checkpoints=True)
     manifest_path = folder / MANIFEST
     previous = results.read_json(manifest_path)["invocations"] if manifest_path.is_file() else []
     invocation = {"started": started.isoformat(timespec="seconds"), "wall_seconds": time.perf_counter() - clock,
